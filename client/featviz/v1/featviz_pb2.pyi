@@ -1,0 +1,297 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LayerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LAYER_KIND_UNSPECIFIED: _ClassVar[LayerKind]
+    LAYER_KIND_CONV: _ClassVar[LayerKind]
+    LAYER_KIND_POOL: _ClassVar[LayerKind]
+
+class Preset(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRESET_UNSPECIFIED: _ClassVar[Preset]
+    PRESET_CLASSIC: _ClassVar[Preset]
+    PRESET_LUCID: _ClassVar[Preset]
+    PRESET_FAST: _ClassVar[Preset]
+
+class ObjectiveKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OBJECTIVE_KIND_UNSPECIFIED: _ClassVar[ObjectiveKind]
+    OBJECTIVE_KIND_CHANNEL: _ClassVar[ObjectiveKind]
+    OBJECTIVE_KIND_NEURON: _ClassVar[ObjectiveKind]
+
+class Parameterization(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PARAMETERIZATION_UNSPECIFIED: _ClassVar[Parameterization]
+    PARAMETERIZATION_PIXEL: _ClassVar[Parameterization]
+    PARAMETERIZATION_FOURIER: _ClassVar[Parameterization]
+
+class Optimizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OPTIMIZER_UNSPECIFIED: _ClassVar[Optimizer]
+    OPTIMIZER_ADAM: _ClassVar[Optimizer]
+    OPTIMIZER_NORMALIZED_ASCENT: _ClassVar[Optimizer]
+LAYER_KIND_UNSPECIFIED: LayerKind
+LAYER_KIND_CONV: LayerKind
+LAYER_KIND_POOL: LayerKind
+PRESET_UNSPECIFIED: Preset
+PRESET_CLASSIC: Preset
+PRESET_LUCID: Preset
+PRESET_FAST: Preset
+OBJECTIVE_KIND_UNSPECIFIED: ObjectiveKind
+OBJECTIVE_KIND_CHANNEL: ObjectiveKind
+OBJECTIVE_KIND_NEURON: ObjectiveKind
+PARAMETERIZATION_UNSPECIFIED: Parameterization
+PARAMETERIZATION_PIXEL: Parameterization
+PARAMETERIZATION_FOURIER: Parameterization
+OPTIMIZER_UNSPECIFIED: Optimizer
+OPTIMIZER_ADAM: Optimizer
+OPTIMIZER_NORMALIZED_ASCENT: Optimizer
+
+class DescribeModelRequest(_message.Message):
+    __slots__ = ("input_size",)
+    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    input_size: int
+    def __init__(self, input_size: _Optional[int] = ...) -> None: ...
+
+class LayerInfo(_message.Message):
+    __slots__ = ("name", "kind", "channels", "parameters", "output_height", "output_width", "receptive_field", "stride")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    RECEPTIVE_FIELD_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: LayerKind
+    channels: int
+    parameters: int
+    output_height: int
+    output_width: int
+    receptive_field: int
+    stride: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[LayerKind, str]] = ..., channels: _Optional[int] = ..., parameters: _Optional[int] = ..., output_height: _Optional[int] = ..., output_width: _Optional[int] = ..., receptive_field: _Optional[int] = ..., stride: _Optional[int] = ...) -> None: ...
+
+class WeightsInfo(_message.Message):
+    __slots__ = ("source", "sha256")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    sha256: str
+    def __init__(self, source: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class InputSpec(_message.Message):
+    __slots__ = ("channel_order", "layout", "value_min", "value_max", "preprocessing", "min_size", "max_size")
+    CHANNEL_ORDER_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_MIN_FIELD_NUMBER: _ClassVar[int]
+    VALUE_MAX_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    channel_order: str
+    layout: str
+    value_min: float
+    value_max: float
+    preprocessing: str
+    min_size: int
+    max_size: int
+    def __init__(self, channel_order: _Optional[str] = ..., layout: _Optional[str] = ..., value_min: _Optional[float] = ..., value_max: _Optional[float] = ..., preprocessing: _Optional[str] = ..., min_size: _Optional[int] = ..., max_size: _Optional[int] = ...) -> None: ...
+
+class DescribeModelResponse(_message.Message):
+    __slots__ = ("model_name", "weights", "input", "total_parameters", "input_size", "layers", "device")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    weights: WeightsInfo
+    input: InputSpec
+    total_parameters: int
+    input_size: int
+    layers: _containers.RepeatedCompositeFieldContainer[LayerInfo]
+    device: str
+    def __init__(self, model_name: _Optional[str] = ..., weights: _Optional[_Union[WeightsInfo, _Mapping]] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., total_parameters: _Optional[int] = ..., input_size: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., device: _Optional[str] = ...) -> None: ...
+
+class Objective(_message.Message):
+    __slots__ = ("kind", "neuron_x", "neuron_y", "negate", "diversity")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NEURON_X_FIELD_NUMBER: _ClassVar[int]
+    NEURON_Y_FIELD_NUMBER: _ClassVar[int]
+    NEGATE_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    kind: ObjectiveKind
+    neuron_x: int
+    neuron_y: int
+    negate: bool
+    diversity: float
+    def __init__(self, kind: _Optional[_Union[ObjectiveKind, str]] = ..., neuron_x: _Optional[int] = ..., neuron_y: _Optional[int] = ..., negate: _Optional[bool] = ..., diversity: _Optional[float] = ...) -> None: ...
+
+class Transforms(_message.Message):
+    __slots__ = ("pad", "jitter", "scale_min", "scale_max", "rotate_degrees", "final_jitter")
+    PAD_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    SCALE_MIN_FIELD_NUMBER: _ClassVar[int]
+    SCALE_MAX_FIELD_NUMBER: _ClassVar[int]
+    ROTATE_DEGREES_FIELD_NUMBER: _ClassVar[int]
+    FINAL_JITTER_FIELD_NUMBER: _ClassVar[int]
+    pad: int
+    jitter: int
+    scale_min: float
+    scale_max: float
+    rotate_degrees: float
+    final_jitter: int
+    def __init__(self, pad: _Optional[int] = ..., jitter: _Optional[int] = ..., scale_min: _Optional[float] = ..., scale_max: _Optional[float] = ..., rotate_degrees: _Optional[float] = ..., final_jitter: _Optional[int] = ...) -> None: ...
+
+class MaximizeOptions(_message.Message):
+    __slots__ = ("parameterization", "decorrelate", "optimizer", "learning_rate", "transforms", "l1", "l2", "total_variation", "blur_every", "blur_sigma", "redirect_relu_steps")
+    PARAMETERIZATION_FIELD_NUMBER: _ClassVar[int]
+    DECORRELATE_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
+    L1_FIELD_NUMBER: _ClassVar[int]
+    L2_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_VARIATION_FIELD_NUMBER: _ClassVar[int]
+    BLUR_EVERY_FIELD_NUMBER: _ClassVar[int]
+    BLUR_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_RELU_STEPS_FIELD_NUMBER: _ClassVar[int]
+    parameterization: Parameterization
+    decorrelate: bool
+    optimizer: Optimizer
+    learning_rate: float
+    transforms: Transforms
+    l1: float
+    l2: float
+    total_variation: float
+    blur_every: int
+    blur_sigma: float
+    redirect_relu_steps: int
+    def __init__(self, parameterization: _Optional[_Union[Parameterization, str]] = ..., decorrelate: _Optional[bool] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., transforms: _Optional[_Union[Transforms, _Mapping]] = ..., l1: _Optional[float] = ..., l2: _Optional[float] = ..., total_variation: _Optional[float] = ..., blur_every: _Optional[int] = ..., blur_sigma: _Optional[float] = ..., redirect_relu_steps: _Optional[int] = ...) -> None: ...
+
+class MaximizeRequest(_message.Message):
+    __slots__ = ("layer", "channels", "objective", "size", "steps", "preset", "options", "seed", "images_per_channel", "preview_every", "preview_size", "no_preview_images")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_PER_CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NO_PREVIEW_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    channels: _containers.RepeatedScalarFieldContainer[int]
+    objective: Objective
+    size: int
+    steps: int
+    preset: Preset
+    options: MaximizeOptions
+    seed: int
+    images_per_channel: int
+    preview_every: int
+    preview_size: int
+    no_preview_images: bool
+    def __init__(self, layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., size: _Optional[int] = ..., steps: _Optional[int] = ..., preset: _Optional[_Union[Preset, str]] = ..., options: _Optional[_Union[MaximizeOptions, _Mapping]] = ..., seed: _Optional[int] = ..., images_per_channel: _Optional[int] = ..., preview_every: _Optional[int] = ..., preview_size: _Optional[int] = ..., no_preview_images: _Optional[bool] = ...) -> None: ...
+
+class Image(_message.Message):
+    __slots__ = ("index", "channel", "seed", "png", "width", "height")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    channel: int
+    seed: int
+    png: bytes
+    width: int
+    height: int
+    def __init__(self, index: _Optional[int] = ..., channel: _Optional[int] = ..., seed: _Optional[int] = ..., png: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class QueuePosition(_message.Message):
+    __slots__ = ("position",)
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    def __init__(self, position: _Optional[int] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("step", "total_steps", "objective", "previews")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    PREVIEWS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    total_steps: int
+    objective: _containers.RepeatedScalarFieldContainer[float]
+    previews: _containers.RepeatedCompositeFieldContainer[Image]
+    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., objective: _Optional[_Iterable[float]] = ..., previews: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
+
+class FinalImages(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
+
+class RunSummary(_message.Message):
+    __slots__ = ("activation", "objective", "steps", "duration_seconds", "steps_per_second", "device", "queued_seconds", "cached")
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    activation: _containers.RepeatedScalarFieldContainer[float]
+    objective: _containers.RepeatedScalarFieldContainer[float]
+    steps: int
+    duration_seconds: float
+    steps_per_second: float
+    device: str
+    queued_seconds: float
+    cached: bool
+    def __init__(self, activation: _Optional[_Iterable[float]] = ..., objective: _Optional[_Iterable[float]] = ..., steps: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., steps_per_second: _Optional[float] = ..., device: _Optional[str] = ..., queued_seconds: _Optional[float] = ..., cached: _Optional[bool] = ...) -> None: ...
+
+class MaximizeResponse(_message.Message):
+    __slots__ = ("queued", "progress", "final_images", "summary")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    queued: QueuePosition
+    progress: Progress
+    final_images: FinalImages
+    summary: RunSummary
+    def __init__(self, queued: _Optional[_Union[QueuePosition, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., final_images: _Optional[_Union[FinalImages, _Mapping]] = ..., summary: _Optional[_Union[RunSummary, _Mapping]] = ...) -> None: ...
+
+class ExportOnnxRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ExportOnnxResponse(_message.Message):
+    __slots__ = ("total_bytes", "sha256", "file_name", "data")
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    total_bytes: int
+    sha256: str
+    file_name: str
+    data: bytes
+    def __init__(self, total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., file_name: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...

@@ -1,0 +1,85 @@
+"""The VGG16 conv base as data: layer names, shapes and receptive fields.
+
+Kept free of torch so that validation and DescribeModel can reason about the network
+without building it, and so that the model, the weight loaders and the ONNX export all
+read one table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+MODEL_NAME = "vgg16"
+# (block, number of convs, output channels), as in Simonyan & Zisserman's configuration D.
+_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+MIN_INPUT_SIZE = 32  # five 2x2 pools: anything smaller leaves block5_pool empty
+
+LayerKind = Literal["conv", "pool"]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of the conv base; a conv layer's output is post-ReLU (as in Keras)."""
+
+    name: str
+    kind: LayerKind
+    in_channels: int
+    channels: int
+
+    @property
+    def parameters(self) -> int:
+        return self.channels * (self.in_channels * 9 + 1) if self.kind == "conv" else 0
+
+
+def _build_layers() -> tuple[Layer, ...]:
+    layers: list[Layer] = []
+    in_channels = 3
+    for block, convs, channels in _BLOCKS:
+        for i in range(1, convs + 1):
+            layers.append(Layer(f"block{block}_conv{i}", "conv", in_channels, channels))
+            in_channels = channels
+        layers.append(Layer(f"block{block}_pool", "pool", channels, channels))
+    return tuple(layers)
+
+
+LAYERS: tuple[Layer, ...] = _build_layers()
+LAYERS_BY_NAME: dict[str, Layer] = {layer.name: layer for layer in LAYERS}
+CONV_LAYERS: tuple[Layer, ...] = tuple(layer for layer in LAYERS if layer.kind == "conv")
+TOTAL_PARAMETERS: int = sum(layer.parameters for layer in LAYERS)
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """Where a layer's units sit in input pixels, for one input size."""
+
+    layer: Layer
+    output_height: int
+    output_width: int
+    receptive_field: int
+    stride: int
+
+
+def geometry(height: int, width: int | None = None) -> list[LayerGeometry]:
+    """Output shape, receptive field and stride of every layer for an input of this size.
+
+    Convs are 3x3 with padding 1 (shape kept, receptive field grows by 2 strides); pools are
+    2x2 with stride 2 and floor division, as in Keras' "valid" pooling.
+    """
+    width = height if width is None else width
+    result = []
+    field, stride = 1, 1
+    for layer in LAYERS:
+        if layer.kind == "conv":
+            field += 2 * stride
+        else:
+            field += stride
+            stride *= 2
+            height, width = height // 2, width // 2
+        result.append(LayerGeometry(layer, height, width, field, stride))
+    return result
+
+
+def layer_index(name: str) -> int:
+    """Position of a layer in forward order; KeyError for unknown names."""
+    return LAYERS.index(LAYERS_BY_NAME[name])
