@@ -7,11 +7,13 @@ zero padding must see the mean-subtracted image or border activations are wrong.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
-from .architecture import LAYERS, layer_index
-from .weights import Weights
+from .architecture import LAYERS, LAYERS_BY_NAME, layer_index
+from .weights import Tensors, Weights
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 PREPROCESSING = "RGB [0,1] -> BGR, x255, minus mean (103.939, 116.779, 123.68) (Caffe)"
@@ -47,32 +49,42 @@ class VGG16(nn.Sequential):
     """Preprocessing, then the 13 conv and 5 pool layers as children named like Keras' layers."""
 
     def __init__(self) -> None:
-        modules: dict[str, nn.Module] = {"preprocess": CaffePreprocess()}
+        modules: OrderedDict[str, nn.Module] = OrderedDict(preprocess=CaffePreprocess())
         for layer in LAYERS:
             modules[layer.name] = (
                 ConvReLU(layer.in_channels, layer.channels)
                 if layer.kind == "conv"
                 else nn.MaxPool2d(2, 2)
             )
-        super().__init__(*[])
-        for name, module in modules.items():
-            self.add_module(name, module)
+        super().__init__(modules)
 
     def cut(self, layer: str) -> nn.Sequential:
-        """The network up to and including `layer` (sharing this model's modules)."""
+        """The network up to and including `layer` (sharing this model's modules and mode)."""
+        if layer not in LAYERS_BY_NAME:
+            raise ValueError(
+                f"unknown layer {layer!r}; expected one of {', '.join(LAYERS_BY_NAME)}"
+            )
         stop = layer_index(layer) + 2  # + preprocess, inclusive
-        return nn.Sequential(*list(self.children())[:stop])
+        return nn.Sequential(OrderedDict(list(self.named_children())[:stop])).train(self.training)
 
     def load_weights(self, weights: Weights) -> VGG16:
         """Copy verified conv tensors in and freeze every parameter."""
-        state = {}
+        state = {"preprocess.mean": self.preprocess.mean}
         for name, array in weights.tensors.items():
             layer, part = name.split(".")
             state[f"{layer}.conv.{part}"] = torch.from_numpy(array)
-        state["preprocess.mean"] = self.preprocess.mean
         self.load_state_dict(state, strict=True)
         self.requires_grad_(False)
         return self.eval()
+
+    def tensors(self) -> Tensors:
+        """The conv tensors in the canonical form of `weights` (so their sha256 can be checked)."""
+        return {
+            f"{name}.{part}": getattr(module.conv, part).detach().cpu().numpy()
+            for name, module in self.named_children()
+            if isinstance(module, ConvReLU)
+            for part in ("weight", "bias")
+        }
 
 
 def default_device() -> torch.device:

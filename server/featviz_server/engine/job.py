@@ -13,6 +13,8 @@ import numpy as np
 
 ParameterizationName = Literal["pixel", "fourier"]
 OptimizerName = Literal["adam", "normalized_ascent"]
+ValueRangeName = Literal["sigmoid", "raw"]
+DisplayName = Literal["clip", "standardize"]
 ObjectiveKind = Literal["channel", "neuron"]
 
 
@@ -45,6 +47,12 @@ class Recipe:
     blur_every: int = 0
     blur_sigma: float = 0.5
     redirect_relu_steps: int = 0
+    # "sigmoid": images squashed into [0, 1] (Lucid); "raw": unbounded pixel values in 0-255 units
+    # from grey 128 + U(0, 20) (the classic method; pixel parameterization only).
+    value_range: ValueRangeName = "sigmoid"
+    # How the optimized image becomes 8-bit: "clip" to [0, 1], or Chollet's "standardize"
+    # (zero mean, std 0.1 around grey, clip), which the unbounded classic images need.
+    display: DisplayName = "clip"
 
 
 @dataclass(frozen=True)
@@ -97,5 +105,5 @@ class RenderResult:
     float_images: np.ndarray | None = None  # (N, H, W, 3) float32 in [0, 1], on request
 
 
-class Cancelled(Exception):  # noqa: N818 - reads as "the run was Cancelled"
+class Cancelled(Exception):  # the name reads as "the run was Cancelled"
     """The run's cancel flag was set; raised within one step."""

@@ -1,0 +1,350 @@
+"""The `featviz` command: maximize, describe and export-onnx against a featviz server.
+
+Results go to stdout, progress and errors to stderr. Exit status: 0 success, 1 the server (or
+the network) failed, 2 a usage error, 130 interrupted. Errors print one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from featviz.client import Client
+from featviz.connection import DEFAULT_TARGET
+from featviz.description import ModelDescription
+from featviz.errors import FeatvizError, Unauthenticated, Unavailable
+from featviz.options import OPTIONS, parse_channels, suggestion
+from featviz.progressbar import ProgressBar
+from featviz.result import Finished, Progress, Queued, Result, Retrying, Update
+
+EXIT_SERVER_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+# Options the CLI sets itself: a terminal shows no preview images.
+_FIXED_OPTIONS = {"preview_images": False}
+
+Command = Callable[[Client, argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv) and return the exit status."""
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flag = unknown[0].split("=")[0]
+        hint = suggestion(flag, args.subparser._option_string_actions)
+        args.subparser.error(f"unrecognized argument {unknown[0]!r}{hint}")
+    try:
+        client = _client(args)
+    except (ValueError, TypeError, OSError) as error:
+        args.subparser.error(str(error))
+    try:
+        with client:
+            return args.command(client, args)
+    except _UsageError as error:
+        args.subparser.error(str(error))
+    except FeatvizError as error:
+        _print_error(f"{error}{_hint(error, args)}")
+    except (OSError, ImportError) as error:
+        _print_error(str(error))
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        return EXIT_INTERRUPTED
+    return EXIT_SERVER_ERROR
+
+
+class _UsageError(Exception):
+    """A bad command line found after parsing (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (the usage itself is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _print_error(message: str) -> None:
+    print(f"featviz: error: {message}", file=sys.stderr)
+
+
+def _hint(error: FeatvizError, args: argparse.Namespace) -> str:
+    if isinstance(error, Unauthenticated):
+        return " (set --token or FEATVIZ_TOKEN)"
+    if isinstance(error, Unavailable):
+        return f" (is a featviz server running at {', '.join(_targets(args))}?)"
+    return f" (request id {error.request_id})" if error.request_id else ""
+
+
+def _targets(args: argparse.Namespace) -> list[str]:
+    return args.target or [os.environ.get("FEATVIZ_TARGET", DEFAULT_TARGET)]
+
+
+def _client(args: argparse.Namespace) -> Client:
+    tls = args.tls_ca or args.tls or None
+    return Client(_targets(args), args.token, tls, args.timeout, args.retries)
+
+
+# ---------------------------------------------------------------------------------------------
+# featviz maximize
+
+
+def _maximize(client: Client, args: argparse.Namespace) -> int:
+    options = {name: getattr(args, name) for name in OPTIONS if name not in _FIXED_OPTIONS}
+    images = len(args.channels) * (args.images_per_channel or 1)
+    output = Path(args.output) if args.output else None
+    if not args.sheet and images > 1 and output is not None and output.suffix == ".png":
+        raise _UsageError(f"{images} images need a directory for -o, not {output}")
+    try:
+        updates = client.stream_maximize(args.layer, args.channels, **options, **_FIXED_OPTIONS)
+    except (ValueError, TypeError) as error:
+        raise _UsageError(str(error)) from None
+    label = f"{args.layer} {_channels_text(args.channels)}"
+    bar = ProgressBar(label, enabled=not args.quiet)
+    try:
+        result = _follow(updates, bar)
+    finally:
+        bar.close()
+    if args.sheet:
+        paths = [_save_sheet(result, output, args.columns)]
+        paths += paths * (len(result.images) - 1)  # every image's row points at the sheet
+    else:
+        paths = result.save(output or Path("."))
+    _print_result(result, paths)
+    return 0
+
+
+def _channels_text(channels: list[int]) -> str:
+    return str(channels[0]) if len(channels) == 1 else f"({len(channels)} channels)"
+
+
+def _follow(updates: Iterable[Update], bar: ProgressBar) -> Result:
+    """Draw the updates of a run on `bar` and return its result."""
+    for update in updates:
+        if isinstance(update, Progress):
+            objective = sum(update.objective) / max(len(update.objective), 1)
+            mean = "objective" if len(update.objective) == 1 else "mean objective"
+            text = f"{update.step}/{update.total_steps} steps  {mean} {objective:.4g}"
+            bar.update(update.step, update.total_steps, text)
+        elif isinstance(update, Queued):
+            bar.message(f"queued, position {update.position}")
+        elif isinstance(update, Retrying):
+            again = "resubmitting the run" if update.restarted else "retrying"
+            bar.message(f"{update.error}; {again} in {update.delay:.1f} s")
+        elif isinstance(update, Finished):
+            return update.result
+    raise AssertionError("unreachable: the stream ends with Finished or raises")
+
+
+def _save_sheet(result: Result, output: Path | None, columns: int | None) -> Path:
+    try:
+        from featviz.sheet import contact_sheet  # needs Pillow: only for --sheet
+    except ImportError as error:
+        raise ImportError(
+            f"--sheet needs Pillow: pip install 'featviz[images]' ({error})"
+        ) from None
+
+    several = len(set(result.channels)) < len(result.images)
+    labels = [
+        f"{image.channel}" + (f" s{image.seed}" if several else "") + f"  {activation:.4g}"
+        for image, activation in zip(result.images, result.activations, strict=True)
+    ]
+    path = output or Path(".")
+    if path.suffix.lower() != ".png":
+        path = path / f"{result.layer}_sheet.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    contact_sheet([image.png for image in result.images], labels, columns).save(path)
+    return path
+
+
+def _print_result(result: Result, paths: Sequence[Path]) -> None:
+    print(f"{'channel':>7}  {'seed':>4}  {'activation':>10}  {'objective':>10}  file")
+    for image, activation, objective, path in zip(
+        result.images, result.activations, result.objectives, paths, strict=True
+    ):
+        print(
+            f"{image.channel:>7}  {image.seed:>4}  {activation:>10.4g}  {objective:>10.4g}  {path}"
+        )
+    stats = result.statistics
+    cached = ", from the cache" if stats.cached else ""
+    print(
+        f"{len(result.images)} image(s), {stats.steps} steps in {stats.duration_seconds:.1f} s "
+        f"({stats.steps_per_second:.1f} steps/s on {stats.device}{cached})",
+        file=sys.stderr,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# featviz describe
+
+
+def _describe(client: Client, args: argparse.Namespace) -> int:
+    description = client.describe_model(args.size)
+    if args.json:
+        print(json.dumps(description.to_dict(), indent=2))
+    else:
+        print(_layer_table(description))
+    return 0
+
+
+def _layer_table(description: ModelDescription) -> str:
+    spec = description.input
+    lines = [
+        f"{description.model_name} on {description.device}, weights {description.weights.source} "
+        f"(sha256 {description.weights.sha256[:16]}...)",
+        f"input {description.input_size}x{description.input_size} {spec.channel_order} "
+        f"{spec.layout} in [{spec.value_min:g}, {spec.value_max:g}], sizes "
+        f"{spec.min_size}..{spec.max_size}",
+        "",
+        f"{'layer':<13} {'kind':<4} {'output (HxWxC)':>14} {'params':>10} {'field':>5} "
+        f"{'stride':>6}",
+    ]
+    for layer in description.layers:
+        shape = "x".join(map(str, layer.output_shape))
+        lines.append(
+            f"{layer.name:<13} {layer.kind:<4} {shape:>14} {layer.parameters:>10,} "
+            f"{layer.receptive_field:>5} {layer.stride:>6}"
+        )
+    lines.append(f"{'total parameters':<33} {description.total_parameters:>10,}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# featviz export-onnx
+
+
+def _export_onnx(client: Client, args: argparse.Namespace) -> int:
+    bar = ProgressBar("export-onnx")
+
+    def progress(received: int, total: int) -> None:
+        bar.update(received, total, f"{received / 1e6:.1f}/{total / 1e6:.1f} MB")
+
+    try:
+        path, sha256 = client.export_onnx(args.output, on_progress=progress)
+    finally:
+        bar.close()
+    print(f"{path}  sha256 {sha256} (verified)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="featviz",
+        description="Synthesize images that maximally activate units of ImageNet VGG16, "
+        "using a featviz server.",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    connection = _connection_parser()
+
+    maximize = commands.add_parser(
+        "maximize",
+        parents=[connection],
+        help="synthesize one image per channel",
+        description="Synthesize one image per channel of LAYER that activates it maximally.",
+        epilog="example: featviz maximize block5_conv2 410 -o out.png",
+    )
+    maximize.add_argument("layer", metavar="LAYER", help="layer name, e.g. block5_conv2")
+    maximize.add_argument(
+        "channels",
+        metavar="CHANNELS",
+        type=_argument_type(parse_channels),
+        help="e.g. 14, 0-63 or 3,7,9",
+    )
+    maximize.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="a .png file (one image, or the --sheet) or a directory (default: .)",
+    )
+    maximize.add_argument("--sheet", action="store_true", help="write one labelled contact sheet")
+    maximize.add_argument("--columns", type=int, metavar="N", help="columns of the contact sheet")
+    maximize.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_option_flags(maximize.add_argument_group("optimization (default: the preset's)"))
+    maximize.set_defaults(command=_maximize, subparser=maximize)
+
+    describe = commands.add_parser(
+        "describe",
+        parents=[connection],
+        help="print the model's layer table",
+        description="Print the model's layers, their output shapes and parameter counts.",
+    )
+    describe.add_argument("--json", action="store_true", help="print JSON")
+    describe.add_argument("--size", type=int, default=224, help="input size (default: 224)")
+    describe.set_defaults(command=_describe, subparser=describe)
+
+    export = commands.add_parser(
+        "export-onnx",
+        parents=[connection],
+        help="download the model as ONNX",
+        description="Download the ONNX export of the model and verify its sha256.",
+    )
+    export.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        default=".",
+        help="file or directory to write (default: the server's file name in .)",
+    )
+    export.set_defaults(command=_export_onnx, subparser=export)
+    return parser
+
+
+def _connection_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--target",
+        action="append",
+        metavar="HOST:PORT",
+        help="server address; repeat or separate with commas for replicas "
+        f"(env FEATVIZ_TARGET; default {DEFAULT_TARGET})",
+    )
+    group.add_argument(
+        "--token",
+        default=os.environ.get("FEATVIZ_TOKEN"),
+        help="bearer token (env FEATVIZ_TOKEN)",
+    )
+    group.add_argument("--tls", action="store_true", help="use TLS with the system's CAs")
+    group.add_argument("--tls-ca", metavar="FILE", help="use TLS with this CA bundle")
+    group.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this")
+    group.add_argument(
+        "--retries", type=int, default=5, metavar="N", help="retries when busy/unreachable"
+    )
+    return parser
+
+
+def _add_option_flags(group: argparse._ArgumentGroup) -> None:
+    """One flag per maximize option, from the same table that checks the SDK's keywords."""
+    for name, option in OPTIONS.items():
+        if name in _FIXED_OPTIONS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if option.enum is not None:
+            group.add_argument(flag, choices=option.choices, help=option.help)
+        elif option.type is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=option.help)
+        else:
+            parse = _argument_type(option.parse) if option.parse else option.type
+            group.add_argument(flag, type=parse, help=option.help)
+
+
+def _argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """`parse` for argparse, which shows the message of an ArgumentTypeError only."""
+
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert

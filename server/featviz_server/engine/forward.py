@@ -1,0 +1,42 @@
+"""The cut network's forward pass, with Lucid's redirected ReLU for chosen images.
+
+A channel that is zero everywhere on the start image passes no gradient through its ReLU, so
+plain ascent never moves it (many block1 channels from a grey start). The redirected ReLU lets
+gradient through for an image whose layer would otherwise pass none, but only where it pushes
+the pre-activation up. It is chosen per image, so a batch can mix runs at different steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..model import VGG16, ConvReLU
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, redirect: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, redirect)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        x, redirect = ctx.saved_tensors
+        relu_grad = torch.where(x > 0, grad, 0.0)
+        # Gradients of the loss (minimized): grad > 0 asks to lower x; never lower a negative x.
+        redirected = torch.where((x < 0) & (grad > 0), 0.0, grad)
+        blocked = redirect & (relu_grad.flatten(1) == 0).all(1)
+        return torch.where(blocked.view(-1, 1, 1, 1), redirected, relu_grad), None
+
+
+def activations(
+    model: VGG16, layer: str, images: torch.Tensor, redirect: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`layer`'s output for `images`; `redirect` (n,) bool picks images with redirected ReLUs."""
+    x = images
+    for module in model.cut(layer):
+        if redirect is not None and redirect.any() and isinstance(module, ConvReLU):
+            x = _RedirectedReLU.apply(module.conv(x), redirect)
+        else:
+            x = module(x)
+    return x

@@ -1,0 +1,182 @@
+"""The optimization loop, step by step: `Run` holds one job's state, `advance` moves any number
+of compatible runs forward by one batched forward/backward, and `render` is the loop for one job.
+
+Runs of different jobs can share `advance` (continuous batching) because nothing couples the
+images of a batch: each run has its own parameters, optimizer and per-image random generators,
+every loss term is per image, and the network itself is batch-invariant.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+
+import torch
+
+from ..architecture import LAYERS_BY_NAME, MIN_INPUT_SIZE, geometry
+from ..model import VGG16
+from . import device as devices
+from .forward import activations
+from .images import display, to_numpy, to_uint8
+from .job import Cancelled, Job, Progress, RenderResult
+from .objectives import Frame, objective, unit
+from .optimizers import make_optimizer
+from .parameterizations import make_image
+from .regularizers import penalty
+from .transforms import canvas_size, random_affines, warp
+
+
+def validate(job: Job) -> None:
+    """ValueError naming the first field of `job` that the engine cannot run."""
+    layer = LAYERS_BY_NAME.get(job.layer)
+    if layer is None:
+        raise ValueError(f"layer: unknown layer {job.layer!r}")
+    if not job.channels:
+        raise ValueError("channels: at least one channel is required")
+    for channel in job.channels:
+        if not 0 <= channel < layer.channels:
+            raise ValueError(f"channels: {channel} is not in 0..{layer.channels - 1}")
+    if job.images_per_channel < 1:
+        raise ValueError("images_per_channel: must be at least 1")
+    if job.recipe.size < MIN_INPUT_SIZE:
+        raise ValueError(f"size: {job.recipe.size} is below the minimum {MIN_INPUT_SIZE}")
+    if job.objective.neuron is not None:
+        side = _layer_geometry(job).output_width
+        if not all(0 <= v < side for v in job.objective.neuron):
+            raise ValueError(f"objective.neuron: {job.objective.neuron} is outside 0..{side - 1}")
+
+
+def _layer_geometry(job: Job):
+    return next(g for g in geometry(job.recipe.size) if g.layer.name == job.layer)
+
+
+class Run:
+    """One job's optimization state: parameters, optimizer state, generators, step count."""
+
+    def __init__(self, job: Job, model: VGG16) -> None:
+        validate(job)
+        self.job, self.recipe, self.model = job, job.recipe, model
+        self.device = devices.prepare(model)
+        self.generators = [torch.Generator().manual_seed(seed) for _, seed in job.images]
+        self.image = make_image(self.recipe, self.generators, self.device)
+        self.optimizer = make_optimizer(self.recipe, [self.image.tensor])
+        self.canvas = canvas_size(self.recipe.size, self.recipe.transforms)
+        layer = _layer_geometry(job)
+        pad = self.recipe.transforms.pad if self.recipe.transforms else 0
+        self.frame = Frame(offset=pad / layer.stride)  # where the image sits in the canvas
+        self.objective = objective(job, layer.output_width)
+        self.unit = unit(job, layer.output_width)
+        self.step = 0
+        self.values = torch.zeros(len(job.images))  # each image's objective at the last step
+        self._started = time.perf_counter()
+
+    @property
+    def batch_key(self) -> Hashable:
+        """Runs with equal keys can share one forward/backward."""
+        return (self.job.layer, self.canvas, self.device)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.recipe.steps
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def _network_input(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and, after this step's random transforms, what the network sees."""
+        images = self.image()
+        transforms = self.recipe.transforms
+        if transforms is None:
+            return images, images
+        thetas = random_affines(transforms, self.recipe.size, self.generators)
+        return images, warp(images, thetas, self.canvas)
+
+    def _loss(self, images: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
+        values = self.objective(layer_output.float(), self.frame)
+        self.values = values.detach()
+        r = self.recipe
+        return (
+            penalty(images, l1_weight=r.l1, l2_weight=r.l2, tv_weight=r.total_variation) - values
+        ).sum()
+
+    def _update(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.recipe.blur_every and self.step % self.recipe.blur_every == 0:
+            self.image.blur(self.recipe.blur_sigma)
+
+    @torch.no_grad()
+    def _display(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(network-input images, display floats, uint8), all (n, 3, h, w)."""
+        images = self.image()
+        shown = display(images, self.recipe.display)
+        return images, shown, to_uint8(shown, self.recipe.display)
+
+    def progress(self) -> Progress:
+        _, _, pixels = self._display()
+        return Progress(self.step, self.recipe.steps, self.values.tolist(), to_numpy(pixels))
+
+    @torch.no_grad()
+    def result(self, return_float: bool = False) -> RenderResult:
+        """Final images, the objective of each (without transforms) and the mean activation of
+        its unit on the 8-bit image, as a user would measure it."""
+        images, shown, pixels = self._display()
+        both = activations(self.model, self.job.layer, torch.cat([images, pixels / 255.0]))
+        plain, quantized = both.float().split(len(self))
+        return RenderResult(
+            images=to_numpy(pixels),
+            objective=self.objective(plain).tolist(),
+            activation=self.unit(quantized).tolist(),
+            steps=self.step,
+            duration_seconds=time.perf_counter() - self._started,
+            device=devices.describe(self.device),
+            float_images=to_numpy(shown) if return_float else None,
+        )
+
+
+def advance(model: VGG16, runs: Sequence[Run]) -> None:
+    """One optimization step for every run, in ONE forward/backward through the cut network."""
+    if not runs:
+        return
+    if len({run.batch_key for run in runs}) > 1:
+        raise ValueError("runs: all runs advanced together must share one batch_key")
+    if any(run.done for run in runs):
+        raise ValueError("runs: a finished run cannot be advanced")
+    device = runs[0].device
+    with devices.autocast(device):
+        prepared = [run._network_input() for run in runs]
+        batch = torch.cat([seen for _, seen in prepared])
+        batch = batch.contiguous(memory_format=devices.memory_format(device))
+        redirect = torch.tensor(
+            [run.step < run.recipe.redirect_relu_steps for run in runs for _ in range(len(run))],
+            device=device,
+        )
+        layer_output = activations(model, runs[0].job.layer, batch, redirect)
+    parts = layer_output.split([len(run) for run in runs])
+    loss = sum(run._loss(images, part) for run, (images, _), part in zip(runs, prepared, parts, strict=True))
+    loss.backward()
+    for run in runs:
+        run._update()
+
+
+def render(
+    model: VGG16,
+    job: Job,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    progress_every: int = 0,
+    cancel: threading.Event | None = None,
+    return_float: bool = False,
+) -> RenderResult:
+    """Run `job` to the end; `on_progress` every `progress_every` steps; Cancelled when `cancel`
+    is set (checked before every step)."""
+    run = Run(job, model)
+    while not run.done:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"cancelled at step {run.step} of {run.recipe.steps}")
+        advance(model, [run])
+        if on_progress is not None and progress_every and run.step % progress_every == 0:
+            on_progress(run.progress())
+    return run.result(return_float)

@@ -1,0 +1,1 @@
+"""The gRPC service: validation, scheduling, message encoding and the server around them."""

@@ -1,0 +1,35 @@
+"""What the servicer serves once the model is loaded: weights, model, scheduler, ONNX export."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..model import VGG16
+from ..onnx_export import OnnxExport, export_onnx
+from ..weights import Weights
+from .scheduler import Scheduler
+
+
+@dataclass
+class Backend:
+    """The loaded model and everything built on it."""
+
+    weights: Weights
+    model: VGG16
+    scheduler: Scheduler
+    cache_dir: Path
+    _onnx: OnnxExport | None = field(default=None, init=False)
+    _onnx_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+
+    @property
+    def device(self) -> str:
+        return str(next(self.model.parameters()).device)
+
+    async def onnx_export(self) -> OnnxExport:
+        """The cached ONNX export, produced off the event loop by the first caller only."""
+        async with self._onnx_lock:
+            if self._onnx is None:
+                self._onnx = await asyncio.to_thread(export_onnx, self.model, self.cache_dir)
+            return self._onnx

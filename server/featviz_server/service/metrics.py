@@ -1,0 +1,70 @@
+"""Prometheus metrics of one server, in their own registry (several servers may share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Runs last from well under a second (cached, tiny) to many minutes (Lucid's 512 steps at 512 px).
+SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800)
+RATE_BUCKETS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+class Metrics:
+    """Runs started/finished, queue depth, active runs, durations and optimization speed."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.runs_started = Counter(
+            "featviz_runs_started",
+            "Runs that left the queue and began optimizing.",
+            registry=registry,
+        )
+        self.runs_finished = Counter(
+            "featviz_runs_finished",
+            "Runs that ended, by status: ok, cancelled, error, unavailable.",
+            ["status"],
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "featviz_queue_depth", "Runs waiting for a slot.", registry=registry
+        )
+        self.active_runs = Gauge(
+            "featviz_active_runs",
+            "Runs being optimized now (until their thread stops).",
+            registry=registry,
+        )
+        self.run_duration = Histogram(
+            "featviz_run_duration_seconds",
+            "Optimization wall time of finished runs.",
+            buckets=SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.time_to_first_preview = Histogram(
+            "featviz_time_to_first_preview_seconds",
+            "From the request's admission (queueing included) to its first progress update.",
+            buckets=SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.steps = Counter(
+            "featviz_optimization_steps",
+            "Optimization steps done; rate() gives steps/s.",
+            registry=registry,
+        )
+        self.steps_per_second = Histogram(
+            "featviz_run_steps_per_second",
+            "Optimization speed of finished runs.",
+            buckets=RATE_BUCKETS,
+            registry=registry,
+        )
+        self._http = None
+
+    def serve(self, host: str, port: int) -> int:
+        """Expose /metrics over HTTP in a daemon thread; returns the bound port."""
+        self._http, _ = start_http_server(port, addr=host, registry=self.registry)
+        return self._http.server_port
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()

@@ -1,0 +1,138 @@
+"""The grpc.aio server: binds first, loads the model in the background (health NOT_SERVING until
+then), serves featviz + health + reflection behind the interceptors, and drains on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from featviz.v1 import featviz_pb2 as pb
+from featviz.v1 import featviz_pb2_grpc as pb_grpc
+
+from ..config import Settings
+from ..model import VGG16, default_device, load_model
+from ..weights import Weights, load_weights
+from .backend import Backend
+from .interceptors import BearerToken, RequestContext
+from .metrics import Metrics
+from .scheduler import Scheduler
+from .servicer import FeatureVisualizationServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FeatureVisualizationService"].full_name
+Loader = Callable[[], tuple[Weights, VGG16]]
+
+
+def load(settings: Settings) -> tuple[Weights, VGG16]:
+    """The verified weights (fetched on first start if the cache is empty) and the model."""
+    weights = load_weights(settings.cache_dir, settings.weights_source)
+    return weights, load_model(weights, settings.device or default_device())
+
+
+class Server:
+    """One featviz server. `loader` replaces the weights/model loading (tests gate it)."""
+
+    def __init__(self, settings: Settings, loader: Loader | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.servicer = FeatureVisualizationServicer(settings)
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.metrics_port: int | None = None
+        self.loading: asyncio.Task[None] | None = None
+        self._loader = loader or (lambda: load(settings))
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        """Bind and start serving (health NOT_SERVING); the model loads in the background."""
+        interceptors: list[grpc.aio.ServerInterceptor] = [RequestContext()]
+        if self.settings.token:
+            interceptors.append(BearerToken(self.settings.token))
+        # so_reuseport off: a second server on a taken port must fail, not share it silently.
+        server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_FeatureVisualizationServiceServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"{self.settings.host}:{self.settings.port}"
+        if self.settings.tls_cert and self.settings.tls_key:
+            credentials = grpc.ssl_server_credentials(
+                [(self.settings.tls_key.read_bytes(), self.settings.tls_cert.read_bytes())]
+            )
+            self.port = server.add_secure_port(address, credentials)
+        else:
+            self.port = server.add_insecure_port(address)
+        await server.start()
+        self._server = server
+        if self.settings.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+        self.loading = asyncio.create_task(self._load())
+        return self.port
+
+    async def stop(self) -> None:
+        """Drain: NOT_SERVING, no new runs, in-flight runs get the grace period, then stop."""
+        await self.health.enter_graceful_shutdown()
+        if self.loading is not None and not self.loading.done():
+            self.loading.cancel()
+        if (backend := self.servicer.backend) is not None:
+            await backend.scheduler.drain(self.settings.drain_grace)
+        if self._server is not None:
+            await self._server.stop(grace=1.0)  # runs have ended; let their last messages out
+        self.metrics.close()
+
+    async def _load(self) -> None:
+        weights, model = await asyncio.to_thread(self._loader)
+        scheduler = Scheduler(
+            model,
+            self.metrics,
+            max_active=self.settings.max_concurrent_runs,
+            queue_size=self.settings.queue_size,
+            retry_after=self.settings.retry_after,
+        )
+        self.servicer.backend = Backend(weights, model, scheduler, self.settings.cache_dir)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "model loaded; serving",
+            extra={
+                "fields": {
+                    "device": self.servicer.backend.device,
+                    "weights": weights.source,
+                }
+            },
+        )
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+
+async def serve(settings: Settings) -> None:
+    """Run a server until SIGTERM/SIGINT, then drain. A failed model load stops it and raises."""
+    server = Server(settings)
+    port = await server.start()
+    if server.metrics_port is not None:
+        print(f"featviz-server metrics on http://{settings.host}:{server.metrics_port}/metrics")
+    print(f"featviz-server listening on {settings.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loading = server.loading
+    assert loading is not None
+    await asyncio.wait((asyncio.ensure_future(stop.wait()), loading), return_when="FIRST_COMPLETED")
+    if loading.done() and (error := loading.exception()) is not None:
+        await server.stop()
+        raise error
+    await stop.wait()
+    log.info("shutting down", extra={"fields": {"grace_seconds": settings.drain_grace}})
+    await server.stop()

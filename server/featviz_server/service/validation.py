@@ -1,0 +1,279 @@
+"""Requests -> domain objects, or an InvalidArgument naming the field and what it may be.
+
+Everything is checked before any work starts, against the network's geometry and the server's
+configured limits, so that a bad request costs nothing and says exactly what to change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from featviz.v1 import featviz_pb2 as pb
+
+from .. import engine
+from ..architecture import LAYERS, LAYERS_BY_NAME, MIN_INPUT_SIZE, geometry, layer_index
+from ..config import Settings
+
+DEFAULT_DESCRIBE_SIZE = 224
+UINT64_MAX = 2**64 - 1
+
+PRESETS = {pb.PRESET_CLASSIC: "classic", pb.PRESET_LUCID: "lucid", pb.PRESET_FAST: "fast"}
+OBJECTIVE_KINDS = {pb.OBJECTIVE_KIND_CHANNEL: "channel", pb.OBJECTIVE_KIND_NEURON: "neuron"}
+PARAMETERIZATIONS = {pb.PARAMETERIZATION_PIXEL: "pixel", pb.PARAMETERIZATION_FOURIER: "fourier"}
+OPTIMIZERS = {pb.OPTIMIZER_ADAM: "adam", pb.OPTIMIZER_NORMALIZED_ASCENT: "normalized_ascent"}
+
+# Ranges of the recipe's numbers: wide enough for any sensible experiment, narrow enough to
+# refuse values that can only be typos or attacks.
+LEARNING_RATE = (1e-6, 1000.0)
+PENALTY_WEIGHT = (0.0, 1000.0)
+BLUR_SIGMA = (1e-3, 10.0)
+SCALE = (0.1, 10.0)
+ROTATE_DEGREES = (0.0, 180.0)
+DIVERSITY = (0.0, 1000.0)
+MIN_PREVIEW_SIZE = 8
+
+
+class InvalidArgument(ValueError):
+    """A request field is out of its allowed range; `field` is its path, e.g. "channels[3]"."""
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+
+@dataclass(frozen=True)
+class Maximization:
+    """A validated Maximize request: the engine's job plus how to stream its progress."""
+
+    job: engine.Job
+    preview_every: int
+    preview_size: int  # 0: full size
+    preview_images: bool
+
+
+def describe_size(request: pb.DescribeModelRequest, settings: Settings) -> int:
+    """The input size DescribeModel computes shapes for."""
+    reject_unknown_fields(request)
+    if request.input_size == 0:
+        return DEFAULT_DESCRIBE_SIZE
+    _check_range("input_size", request.input_size, MIN_INPUT_SIZE, settings.max_size)
+    return request.input_size
+
+
+def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximization:
+    """Check every field of a Maximize request and build the engine's Job from it."""
+    reject_unknown_fields(request)
+    layer = LAYERS_BY_NAME.get(request.layer)
+    if layer is None:
+        names = ", ".join(layer.name for layer in LAYERS)
+        raise InvalidArgument("layer", f"unknown layer {request.layer!r}; valid layers: {names}")
+    channels = _channels(request, layer.name, layer.channels, settings)
+    recipe = _recipe(request, settings)
+    steps = recipe.steps
+    preview_every = request.preview_every or max(1, steps // 10)
+    _check_range("preview_every", preview_every, 1, steps, "0 (about ten previews) or ")
+    if request.preview_size:
+        _check_range(
+            "preview_size",
+            request.preview_size,
+            MIN_PREVIEW_SIZE,
+            settings.max_size,
+            "0 (full size) or ",
+        )
+    images_per_channel = request.images_per_channel or 1
+    _check_range("seed", request.seed, 0, UINT64_MAX - images_per_channel + 1)
+    job = engine.Job(
+        layer=layer.name,
+        channels=channels,
+        recipe=recipe,
+        objective=_objective(request.objective, layer.name, recipe.size),
+        seed=request.seed,
+        images_per_channel=images_per_channel,
+    )
+    return Maximization(job, preview_every, request.preview_size, not request.no_preview_images)
+
+
+def _channels(
+    request: pb.MaximizeRequest, layer: str, count: int, settings: Settings
+) -> tuple[int, ...]:
+    channels = tuple(request.channels)
+    if not channels:
+        raise InvalidArgument("channels", f"give at least one channel of {layer} (0..{count - 1})")
+    _check_range("channels", len(channels), 1, settings.max_channels, what="channel count ")
+    for i, channel in enumerate(channels):
+        _check_range(f"channels[{i}]", channel, 0, count - 1, what=f"{layer} channel ")
+    if len(set(channels)) != len(channels):
+        duplicate = next(c for c in channels if channels.count(c) > 1)
+        raise InvalidArgument("channels", f"channel {duplicate} is listed twice")
+    per_channel = request.images_per_channel or 1
+    _check_range(
+        "images_per_channel", per_channel, 1, settings.max_images_per_channel, "0 (one) or "
+    )
+    if len(channels) * per_channel > settings.max_images:
+        raise InvalidArgument(
+            "images_per_channel" if per_channel > 1 else "channels",
+            f"{len(channels)} channels x {per_channel} images per channel = "
+            f"{len(channels) * per_channel} images; at most {settings.max_images} per request",
+        )
+    return channels
+
+
+def _recipe(request: pb.MaximizeRequest, settings: Settings) -> engine.Recipe:
+    """The preset with the request's overrides, every value checked against the limits."""
+    preset = engine.DEFAULT_PRESET
+    if request.preset:
+        preset = _enum_value("preset", request.preset, PRESETS, pb.Preset)
+    base = engine.recipe(preset)
+    size = request.size or base.size
+    _check_range(
+        "size",
+        size,
+        MIN_INPUT_SIZE,
+        settings.max_size,
+        "" if request.size else f"the {preset} preset's size is {base.size}; set ",
+    )
+    steps = request.steps or base.steps
+    _check_range(
+        "steps",
+        steps,
+        1,
+        settings.max_steps,
+        "" if request.steps else f"the {preset} preset's steps are {base.steps}; set ",
+    )
+    overrides = {"size": size, "steps": steps, **_option_overrides(request.options, size, steps)}
+    try:
+        return engine.recipe(preset, **overrides)
+    except ValueError as error:  # a combination the engine refuses
+        raise InvalidArgument("options", str(error)) from None
+
+
+def _option_overrides(options: pb.MaximizeOptions, size: int, steps: int) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if options.parameterization:
+        overrides["parameterization"] = _enum_value(
+            "options.parameterization",
+            options.parameterization,
+            PARAMETERIZATIONS,
+            pb.Parameterization,
+        )
+    if options.optimizer:
+        overrides["optimizer"] = _enum_value(
+            "options.optimizer", options.optimizer, OPTIMIZERS, pb.Optimizer
+        )
+    if options.HasField("decorrelate"):
+        overrides["decorrelate"] = options.decorrelate
+    floats = {
+        "learning_rate": LEARNING_RATE,
+        "l1": PENALTY_WEIGHT,
+        "l2": PENALTY_WEIGHT,
+        "total_variation": PENALTY_WEIGHT,
+        "blur_sigma": BLUR_SIGMA,
+    }
+    for name, (low, high) in floats.items():
+        if options.HasField(name):
+            overrides[name] = _check_float(f"options.{name}", getattr(options, name), low, high)
+    for name in ("blur_every", "redirect_relu_steps"):
+        if options.HasField(name):
+            overrides[name] = _check_range(f"options.{name}", getattr(options, name), 0, steps)
+    if options.HasField("transforms"):
+        overrides["transforms"] = _transforms(options.transforms, size)
+    return overrides
+
+
+def _transforms(transforms: pb.Transforms, size: int) -> engine.Transforms | None:
+    """The request's augmentations; all zero (or identity) means none."""
+    limit = size // 2
+    pixels = {
+        name: _check_range(f"options.transforms.{name}", getattr(transforms, name), 0, limit)
+        for name in ("pad", "jitter", "final_jitter")
+    }
+    scale_min, scale_max = (
+        _check_float(
+            f"options.transforms.{name}",
+            getattr(transforms, name) or 1.0,
+            *SCALE,
+            "0 (no scaling) or ",
+        )
+        for name in ("scale_min", "scale_max")
+    )
+    if scale_min > scale_max:
+        raise InvalidArgument(
+            "options.transforms.scale_min", f"{scale_min} is larger than scale_max {scale_max}"
+        )
+    rotate = _check_float(
+        "options.transforms.rotate_degrees", transforms.rotate_degrees, *ROTATE_DEGREES
+    )
+    result = engine.Transforms(
+        scale_min=scale_min, scale_max=scale_max, rotate_degrees=rotate, **pixels
+    )
+    identity = engine.Transforms(0, 0, 1.0, 1.0, 0.0, 0)
+    return None if result == identity else result
+
+
+def _objective(objective: pb.Objective, layer: str, size: int) -> engine.Objective:
+    kind = "channel"
+    if objective.kind:
+        kind = _enum_value("objective.kind", objective.kind, OBJECTIVE_KINDS, pb.ObjectiveKind)
+    diversity = _check_float("objective.diversity", objective.diversity, *DIVERSITY)
+    has_position = objective.HasField("neuron_x") or objective.HasField("neuron_y")
+    if has_position and kind != "neuron":
+        name = "objective.neuron_x" if objective.HasField("neuron_x") else "objective.neuron_y"
+        raise InvalidArgument(name, "only allowed with objective.kind OBJECTIVE_KIND_NEURON")
+    neuron = None
+    if has_position:
+        shape = geometry(size)[layer_index(layer)]
+        where = f"{layer} is {shape.output_width}x{shape.output_height} at {size} px"
+        x = objective.neuron_x if objective.HasField("neuron_x") else shape.output_width // 2
+        y = objective.neuron_y if objective.HasField("neuron_y") else shape.output_height // 2
+        _check_range("objective.neuron_x", x, 0, shape.output_width - 1, f"({where}) ")
+        _check_range("objective.neuron_y", y, 0, shape.output_height - 1, f"({where}) ")
+        neuron = (x, y)
+    return engine.Objective(kind, neuron, objective.negate, diversity)
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+
+def _check_range(
+    field: str, value: int, low: int, high: int, allowed: str = "", what: str = ""
+) -> int:
+    """`value` itself, or InvalidArgument naming the field and the allowed range."""
+    if not low <= value <= high:
+        raise InvalidArgument(
+            field, f"{what}{value} is out of range; allowed: {allowed}{low}..{high}"
+        )
+    return value
+
+
+def _check_float(field: str, value: float, low: float, high: float, allowed: str = "") -> float:
+    if not (math.isfinite(value) and low <= value <= high):
+        raise InvalidArgument(field, f"{value} is out of range; allowed: {allowed}{low}..{high}")
+    return value
+
+
+def _enum_value(field: str, number: int, names: dict[int, str], enum: Any) -> str:
+    """The domain name of a known, non-zero enum value; unknown numbers are refused."""
+    if number not in names:
+        allowed = ", ".join(f"{enum.Name(n)} ({n})" for n in names)
+        raise InvalidArgument(field, f"unknown value {number}; allowed: {allowed}")
+    return names[number]
+
+
+def reject_unknown_fields(message: Message, path: str = "") -> None:
+    """Fields this server does not know (a newer client's) would be silently ignored: refuse."""
+    for unknown in UnknownFieldSet(message):
+        where = path or message.DESCRIPTOR.name
+        raise InvalidArgument(
+            where,
+            f"unknown field number {unknown.field_number} in {message.DESCRIPTOR.full_name} "
+            "(is the client's featviz.proto newer than the server's?)",
+        )
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is not None:
+            reject_unknown_fields(value, f"{path}.{descriptor.name}" if path else descriptor.name)
