@@ -23,12 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 LISTENING = re.compile(r"^featviz-server listening on (\S+):(\d+)$")
 METRICS = re.compile(r"^featviz-server metrics on (\S+)$")
 START_TIMEOUT = 120.0  # seconds: importing torch and loading the weights on a busy 2-core machine
 STOP_TIMEOUT = 30.0
+
+
+# Field 99 as a varint: what a newer client's request with a field this server lacks looks like.
+UNKNOWN_FIELD_99 = b"\x98\x06\x01"
 
 
 class ServerError(RuntimeError):
@@ -180,3 +186,14 @@ def _started(
     raise ServerError(
         f"server exited ({process.returncode}) before listening\n{log_path.read_text()}"
     )
+
+
+def bad_request(error: grpc.RpcError) -> error_details_pb2.BadRequest:
+    """The google.rpc.BadRequest detail of an INVALID_ARGUMENT error."""
+    status = rpc_status.from_call(error)
+    if status is None:
+        raise AssertionError("no google.rpc.Status in the trailers")
+    details = error_details_pb2.BadRequest()
+    if not status.details[0].Unpack(details):
+        raise AssertionError(f"first detail is {status.details[0].type_url}, not a BadRequest")
+    return details

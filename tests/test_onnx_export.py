@@ -4,6 +4,7 @@ under onnxruntime, built once and cached, rebuilt (to the same bytes) when damag
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ def session(export: OnnxExport) -> ort.InferenceSession:
 
 
 def photos(batch: int, height: int, width: int) -> torch.Tensor:
-    """scikit-image's cat, resized, then mirrored for a second image: (batch, 3, h, w) RGB [0, 1]."""
+    """scikit-image's cat, resized (and mirrored for a second image): RGB [0, 1] NCHW."""
     cat = resize(data.chelsea(), (height, width), anti_aliasing=True).astype(np.float32)
     images = [cat, cat[:, ::-1]][:batch]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
@@ -42,17 +43,19 @@ def test_export_is_a_valid_onnx_file_with_its_sha256(export: OnnxExport) -> None
     assert export.path.name == EXPORT_FILE
     assert export.size_bytes == export.path.stat().st_size > 58_000_000  # the 14.7M floats
     assert export.sha256 == file_sha256(export.path)
+    # No source paths (the exporter's stack traces): the bytes must not depend on the install.
+    assert b"featviz_server" not in export.path.read_bytes()
 
 
 def test_every_layer_is_a_named_output_of_a_dynamic_rgb_input(export: OnnxExport) -> None:
-    graph = onnx.load(str(export.path), load_external_data=False).graph
-    (image,) = graph.input
+    exported = onnx.load(str(export.path))
+    (image,) = exported.graph.input
     dims = [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim]
     assert (image.name, dims) == ("image", ["batch", 3, "height", "width"])
-    names = [output.name for output in graph.output]
+    names = [output.name for output in exported.graph.output]
     assert names == list(OUTPUT_NAMES) == [layer.name for layer in LAYERS]
     assert {layer.name for layer in CONV_LAYERS} | {"block5_pool"} <= set(names)
-    metadata = {p.key: p.value for p in onnx.load(str(export.path)).metadata_props}
+    metadata = {p.key: p.value for p in exported.metadata_props}
     assert metadata["featviz.weights_sha256"] == WEIGHTS_SHA256
 
 
@@ -62,16 +65,21 @@ def test_onnxruntime_matches_pytorch(
 ) -> None:
     images = photos(batch, height, width)
     outputs = session.run(None, {"image": images.numpy()})
-    shapes = {g.layer.name: (g.layer.channels, g.output_height, g.output_width) for g in geometry(height, width)}  # noqa: E501
     print(f"\nexport vs PyTorch, {batch}x3x{height}x{width}:")
     x = model.preprocess(images)
     with torch.no_grad():
-        for name, actual in zip(OUTPUT_NAMES, outputs, strict=True):
-            x = model.get_submodule(name)(x)
-            assert actual.shape == (batch, *shapes[name])
-            error = float(np.abs(actual - x.numpy()).max())
-            print(f"  {name:13} max |diff| {error:.2e}  (values up to {x.max():.1f})")
-            assert error < 1e-3, name
+        for shape, actual in zip(geometry(height, width), outputs, strict=True):
+            x = model.get_submodule(shape.layer.name)(x)
+            assert actual.shape == (
+                batch,
+                shape.layer.channels,
+                shape.output_height,
+                shape.output_width,
+            )
+            error, scale = float(np.abs(actual - x.numpy()).max()), float(x.max())
+            print(f"  {shape.layer.name:13} max |diff| {error:.2e}  (values up to {scale:.1f})")
+            # As in test_model: beyond 1000, float32 rounding makes the bound relative (1e-6).
+            assert error < max(1e-3, 1e-6 * scale), shape.layer.name
 
 
 def test_outputs_are_selectable(session: ort.InferenceSession) -> None:
@@ -101,12 +109,15 @@ def _flip_a_byte(path: Path) -> None:
     ids=["flipped-byte", "truncated", "garbled-record"],
 )
 def test_damaged_export_is_rebuilt_to_the_same_bytes(
-    model: VGG16, export: OnnxExport, tmp_path: Path, damage
+    model: VGG16, export: OnnxExport, tmp_path: Path, damage: Callable[[Path], object]
 ) -> None:
     for file in export.path.parent.iterdir():
         shutil.copyfile(file, tmp_path / file.name)
     damage(tmp_path / EXPORT_FILE)
     rebuilt = export_onnx(model, tmp_path)
     assert file_sha256(rebuilt.path) == rebuilt.sha256
-    assert (rebuilt.sha256, rebuilt.size_bytes) == (export.sha256, export.size_bytes)  # deterministic
+    assert (rebuilt.sha256, rebuilt.size_bytes) == (
+        export.sha256,
+        export.size_bytes,
+    )  # deterministic
     assert sorted(p.name for p in tmp_path.iterdir()) == [EXPORT_FILE, f"{EXPORT_FILE}.json"]

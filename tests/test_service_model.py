@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
-from serverproc import ServerProcess
+from serverproc import UNKNOWN_FIELD_99, ServerProcess, bad_request
 
 from featviz.v1 import featviz_pb2 as pb
 from featviz.v1 import featviz_pb2_grpc as pb_grpc
@@ -18,23 +17,12 @@ from featviz_server.architecture import LAYERS
 from featviz_server.weights import Weights, tensors_sha256
 
 SERVICE = "featviz.v1.FeatureVisualizationService"
-UNKNOWN_FIELD_99 = b"\x98\x06\x01"  # field 99, varint 1: a field only a newer client would send
 
 
 @pytest.fixture
-def stub(server: ServerProcess) -> pb_grpc.FeatureVisualizationServiceStub:
-    channel = server.channel()
-    yield pb_grpc.FeatureVisualizationServiceStub(channel)
-    channel.close()
-
-
-def bad_request(error: grpc.RpcError) -> error_details_pb2.BadRequest:
-    """The google.rpc.BadRequest detail of an INVALID_ARGUMENT error."""
-    status = rpc_status.from_call(error)
-    assert status is not None, "no google.rpc.Status in the trailers"
-    details = error_details_pb2.BadRequest()
-    assert status.details[0].Unpack(details)
-    return details
+def stub(server: ServerProcess) -> Iterator[pb_grpc.FeatureVisualizationServiceStub]:
+    with server.channel() as channel:
+        yield pb_grpc.FeatureVisualizationServiceStub(channel)
 
 
 def test_describe_model_at_224_reports_the_loaded_network(stub, weights: Weights) -> None:

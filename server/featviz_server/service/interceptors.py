@@ -4,12 +4,14 @@ hygiene and bearer-token authentication.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -59,57 +61,50 @@ class RequestContext(grpc.aio.ServerInterceptor):
 
     @staticmethod
     def _wrap(behavior: Behavior, method: str) -> Behavior:
-        async def begin(context: grpc.aio.ServicerContext) -> tuple[str, float]:
-            request_id = _metadata(context, REQUEST_ID_KEY) or uuid.uuid4().hex
-            REQUEST_ID.set(request_id)  # each RPC runs in its own task, hence its own context
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-            return request_id, time.monotonic()
-
-        async def fail(context: grpc.aio.ServicerContext, request_id: str) -> None:
-            log.exception("internal error in %s", method)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal server error (request id {request_id})"
-            )
-
-        def end(context: grpc.aio.ServicerContext, started: float) -> None:
-            code = context.code() or grpc.StatusCode.OK
-            name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-            fields = {
-                "method": method,
-                "code": name,
-                "seconds": round(time.monotonic() - started, 3),
-            }
-            level = logging.DEBUG if method.startswith(HEALTH_PREFIX) else logging.INFO  # probes
-            log.log(level, "rpc %s %s", method, name, extra={"fields": fields})
-
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                request_id, started = await begin(context)
-                try:
+                async with _rpc_scope(context, method):
                     async for response in behavior(request, context):
                         yield response
-                except grpc.aio.AbortError:
-                    raise
-                except Exception:
-                    await fail(context, request_id)
-                finally:
-                    end(context, started)
 
             return stream
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request_id, started = await begin(context)
-            try:
+            async with _rpc_scope(context, method):
                 return await behavior(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception:
-                await fail(context, request_id)
-            finally:
-                end(context, started)
 
         return unary
+
+
+@asynccontextmanager
+async def _rpc_scope(context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+    """Request id in, one log line out; an unexpected exception becomes a generic INTERNAL."""
+    request_id = _metadata(context, REQUEST_ID_KEY) or uuid.uuid4().hex
+    REQUEST_ID.set(request_id)  # each RPC runs in its own task, hence its own context
+    await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+    started = time.monotonic()
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except grpc.aio.AbortError:
+        code = context.code()
+        raise
+    except asyncio.CancelledError:  # the client cancelled or its deadline passed
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception:
+        code = grpc.StatusCode.INTERNAL
+        log.exception("internal error in %s", method)
+        await context.abort(code, f"internal server error (request id {request_id})")
+    finally:
+        fields = {
+            "method": method,
+            "code": code.name,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        level = logging.DEBUG if method.startswith(HEALTH_PREFIX) else logging.INFO  # probes
+        log.log(level, "rpc %s %s", method, code.name, extra={"fields": fields})
 
 
 class BearerToken(grpc.aio.ServerInterceptor):

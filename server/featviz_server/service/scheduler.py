@@ -187,8 +187,8 @@ class Scheduler:
         ticket.events.put_nowait(progress)
 
     def _finished(self, ticket: _Ticket, future: Future[engine.RenderResult]) -> None:
+        """The worker thread returned: record the outcome, free the slot, start the next run."""
         self._active.discard(ticket)
-        self._metrics.active_runs.set(len(self._active))
         error = future.exception()
         if error is None:
             result = future.result()
@@ -214,6 +214,7 @@ class Scheduler:
         if error is not None:
             fields["detail"] = str(error)
         log.info("run %s", status, extra={"fields": fields})
+        self._metrics.active_runs.set(len(self._active))  # after the log: tests read both
         if not self._active:
             self._idle.set()
         self._dispatch()
