@@ -34,8 +34,8 @@ def guarded_server() -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def one_slot_server() -> Iterator[ServerProcess]:
-    """A server that runs one job and queues none: a second caller gets RESOURCE_EXHAUSTED."""
-    args = ("--max-concurrent-runs", "1", "--queue-size", "0", "--retry-after", "0.3")
+    """A server that runs one job and queues one: a third caller gets RESOURCE_EXHAUSTED."""
+    args = ("--max-concurrent-runs", "1", "--queue-size", "1", "--retry-after", "0.3")
     with start_server(*args, "--metrics-port", "0") as process:
         yield process
 
@@ -180,44 +180,53 @@ def test_the_bearer_token_is_required_and_accepted(guarded_server: ServerProcess
         assert result.activations[0] > 0
 
 
-def test_an_overloaded_server_is_retried_after_its_hint(one_slot_server: ServerProcess) -> None:
-    """The second run is turned away with RESOURCE_EXHAUSTED + RetryInfo while the first one
-    holds the only slot; the SDK waits and retries until it gets in."""
-    first_started = threading.Event()
-    results: list[featviz.Result] = []
+def test_queued_then_turned_away_then_retried_after_the_hint(
+    one_slot_server: ServerProcess,
+) -> None:
+    """One run holds the only slot and a second waits in the only queue place (seeing its
+    position); a third is turned away with RESOURCE_EXHAUSTED + RetryInfo, and the SDK waits
+    and retries until it gets in."""
+    updates: dict[str, list[featviz.Update]] = {"running": [], "queued": [], "third": []}
+    seen = {name: threading.Event() for name in updates}
+    results: dict[str, featviz.Result] = {}
 
-    def first_run() -> None:
+    def run(name: str, channel: int, **options: int) -> None:
+        def on_progress(update: featviz.Update) -> None:
+            updates[name].append(update)
+            seen[name].set()
+
         with featviz.Client(one_slot_server.target) as client:
-            run = client.maximize(
-                "block1_conv2",
-                0,
-                size=64,
-                steps=60,
-                preview_every=1,
-                on_progress=lambda update: first_started.set(),
-            )
-        results.append(run)
+            results[name] = client.maximize("block1_conv2", channel, on_progress=on_progress,
+                                            preview_every=1, **options)  # fmt: skip
 
-    thread = threading.Thread(target=first_run)
-    thread.start()
-    assert first_started.wait(60)
+    threads = [
+        threading.Thread(target=run, args=("running", 0), kwargs={"size": 64, "steps": 150}),
+        threading.Thread(target=run, args=("queued", 1), kwargs={"size": 32, "steps": 2}),
+    ]
+    threads[0].start()
+    assert seen["running"].wait(60)
+    threads[1].start()
+    assert seen["queued"].wait(60)
+    assert updates["queued"][0] == featviz.Queued(position=1)
 
     with (
         featviz.Client(one_slot_server.target, retries=0) as impatient,
         pytest.raises(featviz.Overloaded) as turned_away,
     ):
-        impatient.maximize("block1_conv2", 1, size=32, steps=2)
+        impatient.maximize("block1_conv2", 2, size=32, steps=2)
     assert turned_away.value.retry_delay == pytest.approx(0.3)
 
-    updates: list[featviz.Update] = []
     with featviz.Client(one_slot_server.target, retries=FAST_RETRIES) as patient:
-        second = patient.maximize("block1_conv2", 1, size=32, steps=2, on_progress=updates.append)
-    thread.join()
-    retries = [u for u in updates if isinstance(u, featviz.Retrying)]
-    assert retries, "the second run was never turned away"
+        third = patient.maximize(
+            "block1_conv2", 2, size=32, steps=2, on_progress=updates["third"].append
+        )
+    for thread in threads:
+        thread.join()
+    retries = [u for u in updates["third"] if isinstance(u, featviz.Retrying)]
+    assert retries, "the third run was never turned away"
     assert all(isinstance(r.error, featviz.Overloaded) and not r.restarted for r in retries)
     assert all(r.delay >= 0.3 for r in retries)  # never sooner than the server asked
-    assert second.activations[0] > 0 and results[0].activations[0] > 0
+    assert all(r.activations[0] > 0 for r in (third, results["running"], results["queued"]))
     _wait_for(lambda: one_slot_server.metric("featviz_active_runs") == 0)
 
 

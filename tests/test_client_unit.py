@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from PIL import Image as PILImage
 
+import featviz
 from featviz import cli
 from featviz.connection import (
     call_metadata,
@@ -35,6 +38,26 @@ from featviz.progressbar import ProgressBar
 from featviz.result import Finished, Progress, Queued, Retrying, RunAssembler
 from featviz.retry import RetryPolicy
 from featviz.v1 import featviz_pb2 as pb
+
+# ---------------------------------------------------------------------------------------------
+# Packaging
+
+
+def test_the_sdk_and_cli_import_neither_numpy_nor_pillow_nor_the_server() -> None:
+    """The client stays thin: grpcio + protobuf; arrays and images only when asked for."""
+    code = (
+        "import sys, featviz, featviz.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'numpy', 'PIL', 'torch', 'tqdm', 'featviz_server'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_async_client_must_be_made_inside_its_event_loop() -> None:
+    with pytest.raises(RuntimeError, match="inside a coroutine"):
+        featviz.AsyncClient("127.0.0.1:1")
+
 
 # ---------------------------------------------------------------------------------------------
 # Options

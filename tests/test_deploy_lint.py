@@ -110,6 +110,22 @@ def test_k8s_termination_grace_outlasts_prestop_plus_drain() -> None:
     assert pod["terminationGracePeriodSeconds"] > float(command[1]) + drain
 
 
+def test_k8s_result_cache_lives_on_a_volume_larger_than_its_bound() -> None:
+    objects = k8s_objects()
+    settings = objects["ConfigMap/featviz-settings"]["data"]
+    pod = objects["Deployment/featviz"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [
+        m
+        for m in container["volumeMounts"]
+        if m["mountPath"] == settings["FEATVIZ_RESULT_CACHE_DIR"]
+    ]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    size_limit = volume["emptyDir"]["sizeLimit"]
+    assert size_limit.endswith("Gi")
+    assert int(size_limit.removesuffix("Gi")) * 1024 > int(settings["FEATVIZ_RESULT_CACHE_MB"])
+
+
 def test_k8s_headless_service_exposes_every_pod_for_client_side_balancing() -> None:
     objects = k8s_objects()
     labels = objects["Deployment/featviz"]["spec"]["template"]["metadata"]["labels"]

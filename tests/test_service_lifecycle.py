@@ -47,7 +47,7 @@ async def test_health_is_not_serving_until_the_model_is_loaded(weights: Weights,
         gate.wait(60)
         return weights, model
 
-    server = Server(Settings(host="127.0.0.1", port=0), loader=gated_loader)
+    server = Server(Settings(host="127.0.0.1", port=0, result_cache_mb=0), loader=gated_loader)
     try:
         port = await server.start()
         assert await health_status(port) == NOT_SERVING
@@ -72,11 +72,13 @@ async def test_internal_errors_reach_the_client_without_details(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken_render(*args: object, **kwargs: object) -> engine.RenderResult:
+    def broken_advance(*args: object) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(engine, "render", broken_render)
-    server = Server(Settings(host="127.0.0.1", port=0), loader=lambda: (weights, model))
+    monkeypatch.setattr(engine, "advance", broken_advance)
+    server = Server(
+        Settings(host="127.0.0.1", port=0, result_cache_mb=0), loader=lambda: (weights, model)
+    )
     try:
         port = await server.start()
         await server.loading
@@ -98,12 +100,14 @@ async def test_internal_errors_reach_the_client_without_details(
 
 
 def test_sigterm_drains_finishing_short_runs_and_ending_long_ones() -> None:
-    with start_server("--drain-grace", "5", "--max-concurrent-runs", "2") as server:
+    with start_server(
+        "--drain-grace", "5", "--max-concurrent-runs", "2", "--result-cache-mb", "0"
+    ) as server:  # fmt: skip
         with server.channel() as channel:
             stub = pb_grpc.FeatureVisualizationServiceStub(channel)
-            long = stub.Maximize(pb.MaximizeRequest(**LONG))
+            long = stub.Maximize(pb.MaximizeRequest(**LONG, seed=1))
             short = stub.Maximize(pb.MaximizeRequest(**{**TINY, "steps": 20, "preview_every": 1}))
-            queued = stub.Maximize(pb.MaximizeRequest(**LONG))
+            queued = stub.Maximize(pb.MaximizeRequest(**LONG, seed=2))
             assert next(long).HasField("progress") and next(short).HasField("progress")
             assert next(queued).queued.position == 1
 
@@ -150,6 +154,7 @@ def secure_server(certificate: tuple[Path, Path]) -> Iterator[ServerProcess]:
     cert, key = certificate
     with start_server(
         "--token", TOKEN, "--tls-cert", str(cert), "--tls-key", str(key), "--metrics-port", "0",
+        "--result-cache-mb", "0",
         root_cert=cert.read_bytes(),
     ) as process:  # fmt: skip
         yield process

@@ -241,7 +241,7 @@ def one_slot_server() -> Iterator[ServerProcess]:
     """One run at a time, two more may wait."""
     with start_server(
         "--max-concurrent-runs", "1", "--queue-size", "2", "--retry-after", "3",
-        "--metrics-port", "0",
+        "--metrics-port", "0", "--result-cache-mb", "0",
     ) as process:  # fmt: skip
         yield process
 
@@ -250,18 +250,18 @@ def test_admission_queues_then_refuses_with_a_retry_hint(one_slot_server: Server
     server = one_slot_server
     with server.channel() as channel:
         stub = pb_grpc.FeatureVisualizationServiceStub(channel)
-        running = stub.Maximize(pb.MaximizeRequest(**LONG))
+        running = stub.Maximize(pb.MaximizeRequest(**LONG, seed=1))
         assert next(running).HasField("progress")
         first, second = (
-            stub.Maximize(pb.MaximizeRequest(**LONG)),
-            stub.Maximize(pb.MaximizeRequest(**LONG)),
+            stub.Maximize(pb.MaximizeRequest(**LONG, seed=2)),
+            stub.Maximize(pb.MaximizeRequest(**LONG, seed=3)),
         )
         assert next(first).queued.position == 1
         assert next(second).queued.position == 2
         assert server.metric("featviz_queue_depth") == 2
 
         with pytest.raises(grpc.RpcError) as caught:
-            next(stub.Maximize(pb.MaximizeRequest(**LONG)))
+            next(stub.Maximize(pb.MaximizeRequest(**LONG, seed=4)))
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "queue is full" in caught.value.details()
         retry = error_details_pb2.RetryInfo()

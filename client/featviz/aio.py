@@ -14,6 +14,7 @@ import grpc
 import grpc.aio
 
 from featviz.base import ClientBase
+from featviz.connection import TargetLike, TlsLike
 from featviz.description import ModelDescription
 from featviz.download import OnnxDownload, ProgressCallback
 from featviz.options import ChannelsLike, maximize_request
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 
 
 class AsyncClient(ClientBase):
-    """`Client` for asyncio: same arguments, same methods, awaited.
+    """`Client` for asyncio: same arguments, same methods, awaited. Create it inside the
+    coroutine that uses it (its gRPC channel belongs to that event loop).
 
     Example::
 
@@ -43,6 +45,15 @@ class AsyncClient(ClientBase):
     """
 
     _api = grpc.aio
+
+    def _open_channel(self, target: TargetLike, tls: TlsLike) -> grpc.aio.Channel:
+        try:
+            asyncio.get_running_loop()  # a grpc.aio channel belongs to the loop it was made in
+        except RuntimeError:
+            raise RuntimeError(
+                "create the AsyncClient inside a coroutine: async with featviz.AsyncClient(...)"
+            ) from None
+        return super()._open_channel(target, tls)
 
     async def __aenter__(self) -> AsyncClient:
         return self

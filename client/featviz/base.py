@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from types import ModuleType
+from typing import Any
 
 import grpc
 
@@ -37,8 +38,11 @@ class ClientBase:
         self.timeout = timeout
         self.retry = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries=retries)
         self._metadata = call_metadata(token)
-        self._channel = open_channel(self._api, target, tls)
+        self._channel = self._open_channel(target, tls)
         self._stub = featviz_pb2_grpc.FeatureVisualizationServiceStub(self._channel)
+
+    def _open_channel(self, target: TargetLike, tls: TlsLike) -> Any:
+        return open_channel(self._api, target, tls)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target={self.target!r})"

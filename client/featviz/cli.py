@@ -145,11 +145,10 @@ def _follow(updates: Iterable[Update], bar: ProgressBar) -> Result:
 def _save_sheet(result: Result, output: Path | None, columns: int | None) -> Path:
     try:
         from featviz.sheet import contact_sheet  # needs Pillow: only for --sheet
-    except ImportError as error:
-        raise ImportError(
-            f"--sheet needs Pillow: pip install 'featviz[images]' ({error})"
-        ) from None
-
+    except ModuleNotFoundError as error:
+        if error.name != "PIL":
+            raise
+        raise ImportError("--sheet needs Pillow: pip install 'featviz[images]'") from None
     several = len(set(result.channels)) < len(result.images)
     labels = [
         f"{image.channel}" + (f" s{image.seed}" if several else "") + f"  {activation:.4g}"

@@ -51,18 +51,14 @@ def parse_transforms(text: str) -> dict[str, float] | Literal[False]:
     """False for "none", else the mapping of "pad=4,jitter=8,scale_min=0.9"."""
     if text.strip().lower() == "none":
         return False
-    transforms = {}
+    transforms: dict[str, float] = {}
     for item in text.split(","):
-        key, sep, value = item.partition("=")
+        key, _, value = item.partition("=")
         try:
             number = float(value)
         except ValueError:
-            number = None
-        if not sep or number is None:
-            raise ValueError(f"{item.strip()!r} is not KEY=NUMBER")
-        transforms[key.strip()] = (
-            int(number) if number.is_integer() and "." not in value else number
-        )
+            raise ValueError(f"{item.strip()!r} is not KEY=NUMBER") from None
+        transforms[key.strip()] = int(number) if re.fullmatch(r"\s*-?\d+\s*", value) else number
     return transforms
 
 
@@ -154,7 +150,7 @@ def check_keywords(given: Iterable[str], allowed: Collection[str], where: str) -
 
 
 def suggestion(name: str, known: Collection[str]) -> str:
-    """ "; did you mean 'steps'?" for a near miss such as "stpes", else ""."""
+    """The hint for a near miss ("; did you mean 'steps'?" for "stpes"), else ""."""
     close = difflib.get_close_matches(name, known, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 

@@ -43,6 +43,9 @@ HELP = {
     "max_images": "most images (channels x images per channel) in one request",
     "max_size": f"largest image side ({MIN_INPUT_SIZE}..{LARGEST_ALLOWED_SIZE})",
     "max_steps": "most optimization steps in one request",
+    "max_batch_images": "most images advanced together in one forward/backward",
+    "result_cache_mb": "disk space for finished results (0: no result cache)",
+    "result_cache_dir": "where finished results are kept (default: CACHE_DIR/results)",
     "retry_after": "seconds suggested to an overloaded client (RetryInfo)",
     "drain_grace": "seconds in-flight runs may finish after SIGTERM",
 }
@@ -65,13 +68,16 @@ class Settings:
     cache_dir: Path = field(default_factory=default_cache_dir)
     weights_source: Path | None = None
     device: str | None = None
-    max_concurrent_runs: int = 1
+    max_concurrent_runs: int = 4
     queue_size: int = 16
     max_channels: int = 512
     max_images_per_channel: int = 8
     max_images: int = 512
     max_size: int = 512
     max_steps: int = 4096
+    max_batch_images: int = 64
+    result_cache_mb: int = 1024
+    result_cache_dir: Path | None = None
     retry_after: float = 2.0
     drain_grace: float = 30.0
 
@@ -88,11 +94,12 @@ class Settings:
                 f"max_size: {self.max_size} is not in {MIN_INPUT_SIZE}..{LARGEST_ALLOWED_SIZE}"
             )
         counts = ("max_concurrent_runs", "max_channels", "max_images_per_channel", "max_images")
-        for name in (*counts, "max_steps"):
+        for name in (*counts, "max_steps", "max_batch_images"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be at least 1")
-        if self.queue_size < 0:
-            raise SettingsError("queue_size: must be at least 0")
+        for name in ("queue_size", "result_cache_mb"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name}: must be at least 0")
         if self.retry_after < 0 or self.drain_grace < 0:
             raise SettingsError("retry_after and drain_grace: must not be negative")
 

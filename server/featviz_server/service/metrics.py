@@ -57,6 +57,21 @@ class Metrics:
             buckets=RATE_BUCKETS,
             registry=registry,
         )
+        self.batch_images = Histogram(
+            "featviz_batch_images",
+            "Images advanced together in one forward/backward (continuous batching).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=registry,
+        )
+        self.result_cache = Counter(
+            "featviz_result_cache_lookups", "Result cache lookups, by result: hit or miss.",
+            ["result"], registry=registry,
+        )  # fmt: skip
+        self.shared_runs = Counter(
+            "featviz_shared_runs",
+            "Requests that joined an identical run already in flight instead of starting one.",
+            registry=registry,
+        )
         self._http = None
 
     def serve(self, host: str, port: int) -> int:

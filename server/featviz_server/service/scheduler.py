@@ -1,32 +1,38 @@
-"""Admission, queueing and execution of runs, off the event loop.
+"""Admission, queueing, de-duplication, caching and execution of runs, off the event loop.
 
-A run is admitted if a slot is free or the bounded queue has room; otherwise Overloaded (the
-servicer answers RESOURCE_EXHAUSTED with a retry hint). Each started run optimizes in a worker
-thread; its progress crosses into the event loop with `call_soon_threadsafe`. When the consumer
-goes away (client cancel, deadline, drain), the run's cancel Event is set and the engine stops
-within one step; only then does the run leave `active` and free its slot.
+A request is answered from the result cache if it can be; joins an identical run already in
+flight if there is one; else it is admitted when a slot is free or the bounded queue has room,
+and refused with Overloaded otherwise (the servicer answers RESOURCE_EXHAUSTED with a retry hint).
+
+Admitted runs are optimized by one Batcher thread with continuous batching: at every step it
+advances, in ONE forward/backward (`engine.advance`), as many runs sharing a cut point and image
+size as fit `max_batch_images`, least recently advanced first. Runs join and leave at step
+boundaries, each keeps its own parameters, optimizer and random streams (so its images are those
+it would get alone), and one huge run cannot starve small ones: they take turns. Progress crosses
+into the event loop with `call_soon_threadsafe`. When a run's last consumer goes away (cancel,
+deadline, drain), its cancel Event is set and it leaves the batch before the next step; only then
+does it free its slot.
 
 The servicer sees only `run(job, progress_every)` -> an async stream of Queued, engine.Progress
-and Finished events, so the execution strategy (one job per thread today; continuous batching of
-several jobs with engine.Run/engine.advance later) can change without touching it.
+and Finished events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from itertools import count
 
 from torch import nn
 
 from .. import engine
 from .metrics import Metrics
+from .result_cache import ResultCache
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +50,11 @@ class Finished:
 
     result: engine.RenderResult
     queued_seconds: float
+    cached: bool = False
 
 
 Event = Queued | engine.Progress | Finished
+Outcome = engine.RenderResult | BaseException
 
 
 class Overloaded(Exception):
@@ -54,7 +62,7 @@ class Overloaded(Exception):
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(
-            f"server overloaded: every run slot is busy and the queue is full; "
+            "server overloaded: every run slot is busy and the queue is full; "
             f"retry in {retry_after:g} s"
         )
         self.retry_after = retry_after
@@ -64,14 +72,18 @@ class ShuttingDown(Exception):
     """The server drains: it takes no new runs, and the grace period of running ones is over."""
 
 
+_sequence = count()
+
+
 @dataclass(eq=False)
 class _Ticket:
-    """One admitted run and the channel between its worker thread and its consumer."""
+    """One computation and the consumers (identical requests) waiting for its events."""
 
     job: engine.Job
     progress_every: int
     admitted: float = field(default_factory=time.monotonic)
-    events: asyncio.Queue[Event | BaseException] = field(default_factory=asyncio.Queue)
+    order: int = field(default_factory=lambda: next(_sequence))
+    consumers: list[asyncio.Queue[Event | BaseException]] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
     position: int = 0
     started: float = 0.0
@@ -79,9 +91,17 @@ class _Ticket:
     progressed: bool = False
     shut_down: bool = False
 
+    @property
+    def key(self) -> tuple[engine.Job, int]:
+        return self.job, self.progress_every
+
+    def publish(self, event: Event | BaseException) -> None:
+        for consumer in self.consumers:
+            consumer.put_nowait(event)
+
 
 class Scheduler:
-    """Runs at most `max_active` jobs at once, with up to `queue_size` more waiting (FIFO)."""
+    """At most `max_active` runs at once, up to `queue_size` more waiting (FIFO)."""
 
     def __init__(
         self,
@@ -91,60 +111,75 @@ class Scheduler:
         max_active: int,
         queue_size: int,
         retry_after: float,
+        max_batch_images: int,
+        cache: ResultCache | None = None,
     ) -> None:
-        self._model = model
         self._metrics = metrics
         self._max_active = max_active
         self._queue_size = queue_size
         self._retry_after = retry_after
-        self._executor = ThreadPoolExecutor(max_active, thread_name_prefix="featviz-run")
+        self._cache = cache
         self._waiting: deque[_Ticket] = deque()
         self._active: set[_Ticket] = set()
+        self._in_flight: dict[tuple[engine.Job, int], _Ticket] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
+        self._loop = asyncio.get_running_loop()
+        self._batcher = Batcher(model, max_batch_images, self._report, metrics)
 
     @property
     def active_runs(self) -> int:
-        """Runs whose worker thread has not returned yet."""
+        """Runs admitted to the batcher that have not left it yet."""
         return len(self._active)
 
     async def run(self, job: engine.Job, progress_every: int) -> AsyncIterator[Event]:
-        """Admit the job and stream its events; closing the stream early cancels the run.
-
-        Raises Overloaded or ShuttingDown before the first event; the engine's errors as they
-        happen. Use under `contextlib.aclosing` so that cancellation is immediate.
+        """The events of `job`; closing the stream early cancels the run (if nobody else waits
+        for it). Raises Overloaded or ShuttingDown before the first event, the engine's errors
+        as they happen. Use under `contextlib.aclosing` so that cancellation is immediate.
         """
-        ticket = self._admit(job, progress_every)
+        if self._cache is not None:
+            cached = await asyncio.to_thread(self._cache.get, job)
+            self._metrics.result_cache.labels("hit" if cached else "miss").inc()
+            if cached is not None:
+                yield Finished(cached, 0.0, cached=True)
+                return
+        ticket = self._in_flight.get((job, progress_every))
+        if ticket is None:
+            ticket = self._admit(job, progress_every)
+        else:
+            self._metrics.shared_runs.inc()
+        events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        ticket.consumers.append(events)
+        if ticket.position:
+            events.put_nowait(Queued(ticket.position))
         try:
             while True:
-                event = await ticket.events.get()
+                event = await events.get()
                 if isinstance(event, BaseException):
                     raise event
                 yield event
                 if isinstance(event, Finished):
                     return
         finally:
-            self._abandon(ticket)
+            self._leave(ticket, events)
 
     async def drain(self, grace: float) -> None:
         """Stop admitting; queued runs end now, running ones get `grace` seconds, then end."""
         self._closed = True
         while self._waiting:
-            self._waiting.popleft().events.put_nowait(ShuttingDown("server is shutting down"))
+            self._forget(self._waiting.popleft()).publish(ShuttingDown("server is shutting down"))
         self._metrics.queue_depth.set(0)
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:
-            log.warning(
-                "grace period over; ending runs", extra={"fields": {"runs": len(self._active)}}
-            )
+            log.warning("grace period over; ending %d runs", len(self._active))
             for ticket in self._active:
                 ticket.shut_down = True
                 ticket.cancel.set()
-                ticket.events.put_nowait(ShuttingDown("server shut down before the run finished"))
+                ticket.publish(ShuttingDown("server shut down before the run finished"))
             await self._idle.wait()
-        self._executor.shutdown(wait=False)
+        self._batcher.stop()
 
     # --- inside the event loop ------------------------------------------------------------------
 
@@ -154,6 +189,7 @@ class Scheduler:
         if len(self._active) >= self._max_active and len(self._waiting) >= self._queue_size:
             raise Overloaded(self._retry_after)
         ticket = _Ticket(job, progress_every)
+        self._in_flight[ticket.key] = ticket
         self._waiting.append(ticket)
         self._dispatch()
         return ticket
@@ -161,22 +197,44 @@ class Scheduler:
     def _dispatch(self) -> None:
         """Start waiting runs while slots are free; tell the others their new position."""
         while self._waiting and len(self._active) < self._max_active:
-            self._start(self._waiting.popleft())
+            ticket = self._waiting.popleft()
+            ticket.position = 0
+            ticket.started = time.monotonic()
+            self._active.add(ticket)
+            self._idle.clear()
+            self._metrics.runs_started.inc()
+            self._batcher.add(ticket)
         for position, ticket in enumerate(self._waiting, start=1):
             if ticket.position != position:
                 ticket.position = position
-                ticket.events.put_nowait(Queued(position))
+                ticket.publish(Queued(position))
         self._metrics.queue_depth.set(len(self._waiting))
-
-    def _start(self, ticket: _Ticket) -> None:
-        self._active.add(ticket)
-        self._idle.clear()
-        self._metrics.runs_started.inc()
         self._metrics.active_runs.set(len(self._active))
-        ticket.started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._render, ticket, loop)
-        future.add_done_callback(functools.partial(self._finished, ticket))
+
+    def _leave(self, ticket: _Ticket, events: asyncio.Queue[Event | BaseException]) -> None:
+        """A consumer is gone (or done); the last one out cancels the run or its queue place."""
+        ticket.consumers.remove(events)
+        if ticket.consumers:
+            return
+        ticket.cancel.set()
+        self._forget(ticket)
+        if ticket in self._waiting:
+            self._waiting.remove(ticket)
+            self._dispatch()
+
+    def _forget(self, ticket: _Ticket) -> _Ticket:
+        """No new request may join this ticket any more."""
+        if self._in_flight.get(ticket.key) is ticket:
+            del self._in_flight[ticket.key]
+        return ticket
+
+    def _report(self, ticket: _Ticket, outcome: engine.Progress | Outcome) -> None:
+        """From the batcher thread: a progress update or the end of a run."""
+        self._loop.call_soon_threadsafe(
+            self._progressed if isinstance(outcome, engine.Progress) else self._finished,
+            ticket,
+            outcome,
+        )
 
     def _progressed(self, ticket: _Ticket, progress: engine.Progress) -> None:
         if not ticket.progressed:
@@ -184,25 +242,26 @@ class Scheduler:
             self._metrics.time_to_first_preview.observe(time.monotonic() - ticket.admitted)
         self._metrics.steps.inc(max(0, progress.step - ticket.last_step))
         ticket.last_step = max(ticket.last_step, progress.step)
-        ticket.events.put_nowait(progress)
+        ticket.publish(progress)
 
-    def _finished(self, ticket: _Ticket, future: Future[engine.RenderResult]) -> None:
-        """The worker thread returned: record the outcome, free the slot, start the next run."""
+    def _finished(self, ticket: _Ticket, outcome: Outcome) -> None:
+        """The run left the batcher: record the outcome, free the slot, start the next run."""
         self._active.discard(ticket)
-        error = future.exception()
-        if error is None:
-            result = future.result()
+        self._forget(ticket)
+        if isinstance(outcome, engine.RenderResult):
             status = "ok"
-            self._metrics.steps.inc(max(0, result.steps - ticket.last_step))
-            self._metrics.run_duration.observe(result.duration_seconds)
-            if result.duration_seconds > 0:
-                self._metrics.steps_per_second.observe(result.steps / result.duration_seconds)
-            ticket.events.put_nowait(Finished(result, ticket.started - ticket.admitted))
-        elif isinstance(error, engine.Cancelled):
+            self._metrics.steps.inc(max(0, outcome.steps - ticket.last_step))
+            self._metrics.run_duration.observe(outcome.duration_seconds)
+            if outcome.duration_seconds > 0:
+                self._metrics.steps_per_second.observe(outcome.steps / outcome.duration_seconds)
+            ticket.publish(Finished(outcome, ticket.started - ticket.admitted))
+            if self._cache is not None:
+                self._loop.run_in_executor(None, self._store, ticket.job, outcome)
+        elif isinstance(outcome, engine.Cancelled):
             status = "unavailable" if ticket.shut_down else "cancelled"
         else:
             status = "error"
-            ticket.events.put_nowait(error)
+            ticket.publish(outcome)
         self._metrics.runs_finished.labels(status).inc()
         fields = {
             "layer": ticket.job.layer,
@@ -211,31 +270,115 @@ class Scheduler:
             "seconds": round(time.monotonic() - ticket.started, 3),
             "active_runs": len(self._active),
         }
-        if error is not None:
-            fields["detail"] = str(error)
+        if not isinstance(outcome, engine.RenderResult):
+            fields["detail"] = str(outcome)
         log.info("run %s", status, extra={"fields": fields})
-        self._metrics.active_runs.set(len(self._active))  # after the log: tests read both
         if not self._active:
             self._idle.set()
-        self._dispatch()
+        self._dispatch()  # after the log: tests read the log once active runs drop
 
-    def _abandon(self, ticket: _Ticket) -> None:
-        """The consumer is gone (or done): drop the run from the queue or stop its thread."""
-        ticket.cancel.set()
-        if ticket in self._waiting:
-            self._waiting.remove(ticket)
-            self._dispatch()
+    def _store(self, job: engine.Job, result: engine.RenderResult) -> None:
+        assert self._cache is not None
+        try:
+            self._cache.put(job, result)
+        except Exception:  # best effort: the client has its result already
+            log.exception("could not store a result in the cache")
 
-    # --- in a worker thread ---------------------------------------------------------------------
 
-    def _render(self, ticket: _Ticket, loop: asyncio.AbstractEventLoop) -> engine.RenderResult:
-        def on_progress(progress: engine.Progress) -> None:
-            loop.call_soon_threadsafe(self._progressed, ticket, progress)
+class Batcher:
+    """One thread that advances every admitted run, several runs per forward/backward."""
 
-        return engine.render(
-            self._model,
-            ticket.job,
-            on_progress=on_progress,
-            progress_every=ticket.progress_every,
-            cancel=ticket.cancel,
-        )
+    def __init__(
+        self,
+        model: nn.Module,
+        max_batch_images: int,
+        report: Callable[[_Ticket, engine.Progress | Outcome], None],
+        metrics: Metrics,
+    ) -> None:
+        self._model = model
+        self._max_batch_images = max_batch_images
+        self._report = report
+        self._metrics = metrics
+        self._inbox: list[_Ticket] = []
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._runs: dict[_Ticket, engine.Run] = {}  # only touched by the thread
+        self._last_turn: dict[_Ticket, int] = {}
+        self._turns = count(1)
+        self._thread = threading.Thread(target=self._work, name="featviz-batcher", daemon=True)
+        self._thread.start()
+
+    def add(self, ticket: _Ticket) -> None:
+        with self._wake:
+            self._inbox.append(ticket)
+            self._wake.notify()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+        self._thread.join()
+
+    # --- in the thread --------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._inbox or self._runs or self._stopped):
+                    self._wake.wait()
+                if self._stopped:
+                    return
+                arrivals, self._inbox = self._inbox, []
+            for ticket in arrivals:
+                self._join(ticket)
+            for ticket in [t for t in self._runs if t.cancel.is_set()]:
+                run = self._runs[ticket]
+                stopped = f"cancelled at step {run.step} of {run.recipe.steps}"
+                self._leave(ticket, engine.Cancelled(stopped))
+            if self._runs:
+                self._step(self._next_batch())
+
+    def _join(self, ticket: _Ticket) -> None:
+        try:
+            self._runs[ticket] = engine.Run(ticket.job, self._model)
+        except Exception as error:  # e.g. out of memory for its parameters
+            self._report(ticket, error)
+            return
+        self._last_turn[ticket] = 0
+
+    def _leave(self, ticket: _Ticket, outcome: Outcome) -> None:
+        del self._runs[ticket], self._last_turn[ticket]
+        self._report(ticket, outcome)
+
+    def _next_batch(self) -> list[_Ticket]:
+        """The least recently advanced run, plus every other run that shares its batch key and
+        fits the image budget, in the same order (a run larger than the budget goes alone)."""
+        order = sorted(self._runs, key=lambda t: (self._last_turn[t], t.order))
+        first = self._runs[order[0]]
+        batch, images = [order[0]], len(first)
+        for ticket in order[1:]:
+            run = self._runs[ticket]
+            if run.batch_key == first.batch_key and images + len(run) <= self._max_batch_images:
+                batch.append(ticket)
+                images += len(run)
+        return batch
+
+    def _step(self, batch: list[_Ticket]) -> None:
+        runs = [self._runs[ticket] for ticket in batch]
+        try:
+            engine.advance(self._model, runs)
+        except Exception as error:  # the whole batch failed together
+            for ticket in batch:
+                self._leave(ticket, error)
+            return
+        self._metrics.batch_images.observe(sum(len(run) for run in runs))
+        turn = next(self._turns)
+        for ticket, run in zip(batch, runs, strict=True):
+            self._last_turn[ticket] = turn
+            try:
+                if ticket.progress_every and run.step % ticket.progress_every == 0:
+                    self._report(ticket, run.progress())
+                if run.done:
+                    self._leave(ticket, run.result())
+            except Exception as error:
+                self._leave(ticket, error)

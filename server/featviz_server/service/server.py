@@ -22,6 +22,7 @@ from ..weights import Weights, load_weights
 from .backend import Backend
 from .interceptors import BearerToken, RequestContext
 from .metrics import Metrics
+from .result_cache import ResultCache
 from .scheduler import Scheduler
 from .servicer import FeatureVisualizationServicer
 
@@ -64,20 +65,26 @@ class Server:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        address = f"{self.settings.host}:{self.settings.port}"
-        if self.settings.tls_cert and self.settings.tls_key:
-            credentials = grpc.ssl_server_credentials(
-                [(self.settings.tls_key.read_bytes(), self.settings.tls_cert.read_bytes())]
-            )
-            self.port = server.add_secure_port(address, credentials)
-        else:
-            self.port = server.add_insecure_port(address)
+        self.port = self._bind(server)
         await server.start()
         self._server = server
         if self.settings.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         self.loading = asyncio.create_task(self._load())
         return self.port
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        """Listen (with TLS when configured); the bound port, or OSError naming the address."""
+        address = f"{self.settings.host}:{self.settings.port}"
+        try:
+            if self.settings.tls_cert and self.settings.tls_key:
+                credentials = grpc.ssl_server_credentials(
+                    [(self.settings.tls_key.read_bytes(), self.settings.tls_cert.read_bytes())]
+                )
+                return server.add_secure_port(address, credentials)
+            return server.add_insecure_port(address)
+        except RuntimeError as error:  # grpc says only "Failed to bind"
+            raise OSError(f"cannot listen on {address}: in use, or not this machine's") from error
 
     async def stop(self) -> None:
         """Drain: NOT_SERVING, no new runs, in-flight runs get the grace period, then stop."""
@@ -92,12 +99,19 @@ class Server:
 
     async def _load(self) -> None:
         weights, model = await asyncio.to_thread(self._loader)
+        settings = self.settings
+        cache = None
+        if settings.result_cache_mb:
+            directory = settings.result_cache_dir or settings.cache_dir / "results"
+            cache = ResultCache(directory, settings.result_cache_mb << 20, weights.sha256)
         scheduler = Scheduler(
             model,
             self.metrics,
-            max_active=self.settings.max_concurrent_runs,
-            queue_size=self.settings.queue_size,
-            retry_after=self.settings.retry_after,
+            max_active=settings.max_concurrent_runs,
+            queue_size=settings.queue_size,
+            retry_after=settings.retry_after,
+            max_batch_images=settings.max_batch_images,
+            cache=cache,
         )
         self.servicer.backend = Backend(weights, model, scheduler, self.settings.cache_dir)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)

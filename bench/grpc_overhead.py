@@ -1,0 +1,101 @@
+"""What the gRPC path costs over calling the engine in-process; how soon the first preview comes.
+
+    .venv/bin/python bench/grpc_overhead.py [--layer block5_conv2 --channel 410 --size 64
+                                             --steps 256 --repeats 3]
+
+In-process: `engine.render(model, job)` in this process, in a worker thread as the server does
+(on a loaded CPU, torch runs several times slower from the main thread than from a worker
+thread, which would flatter the server; that is the engine's threading, not gRPC's overhead).
+gRPC: a real `featviz-server` subprocess on loopback, a blocking client streaming the same job
+with the default ~10 previews (PNG-encoded and sent), the final PNG and the summary; timed at the
+client from call to last message. The two alternate so that background load affects both alike;
+medians are reported. Time to first preview is measured at the client twice: with the default
+preview interval (steps/10) and with `preview_every=1` (admission + one step + encoding +
+transport).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from featviz.v1 import featviz_pb2 as pb
+from featviz.v1 import featviz_pb2_grpc as pb_grpc
+from featviz_server import engine
+from featviz_server.model import load_model
+from featviz_server.weights import load_weights
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from serverproc import start_server
+
+
+def grpc_run(stub: pb_grpc.FeatureVisualizationServiceStub, request: pb.MaximizeRequest):
+    """(seconds to the first progress message, seconds to the end of the stream)."""
+    started = time.perf_counter()
+    first = None
+    for response in stub.Maximize(request):
+        if first is None and response.HasField("progress"):
+            first = time.perf_counter() - started
+    return first, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layer", default="block5_conv2")
+    parser.add_argument("--channel", type=int, default=410)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    model = load_model(load_weights(), "cpu")
+    recipe = engine.recipe(engine.DEFAULT_PRESET, size=args.size, steps=args.steps)
+    job = engine.Job(args.layer, (args.channel,), recipe)
+    request = pb.MaximizeRequest(
+        layer=args.layer, channels=[args.channel], size=args.size, steps=args.steps
+    )
+    worker = ThreadPoolExecutor(1)
+
+    def render_in_thread() -> float:
+        started = time.perf_counter()
+        worker.submit(engine.render, model, job).result()
+        return time.perf_counter() - started
+
+    render_in_thread()  # warm-up (first-call allocations), not timed
+
+    local, remote, first_default, first_one = [], [], [], []
+    with start_server("--max-steps", str(args.steps)) as server, server.channel() as channel:
+        stub = pb_grpc.FeatureVisualizationServiceStub(channel)
+        grpc_run(stub, request)  # warm-up of the server process
+        for _ in range(args.repeats):
+            local.append(render_in_thread())
+            first, total = grpc_run(stub, request)
+            remote.append(total)
+            first_default.append(first)
+            quick = pb.MaximizeRequest(
+                layer=args.layer, channels=[args.channel], size=args.size, steps=1,
+                preview_every=1,
+            )  # fmt: skip
+            first_one.append(grpc_run(stub, quick)[0])
+
+    local_s, remote_s = statistics.median(local), statistics.median(remote)
+    print(
+        f"job: {args.layer} channel {args.channel}, {args.size} px, {args.steps} steps, "
+        f"preset {engine.DEFAULT_PRESET}, cpu, {torch.get_num_threads()} torch threads"
+    )
+    print(f"in-process render:   median {local_s:.3f} s  (runs {[round(t, 3) for t in local]})")
+    print(f"gRPC Maximize:       median {remote_s:.3f} s  (runs {[round(t, 3) for t in remote]})")
+    print(f"gRPC overhead:       {100 * (remote_s - local_s) / local_s:+.1f} %")
+    print(f"time to 1st preview: median {statistics.median(first_default):.3f} s "
+          f"(default interval {max(1, args.steps // 10)} steps)")  # fmt: skip
+    print(f"time to 1st preview: median {statistics.median(first_one):.3f} s (preview_every=1)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""The `featviz` command end to end: a real subprocess against a real server on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+from PIL import Image
+from serverproc import ServerError, ServerProcess, start_server
+
+TOKEN = "cli-token"
+
+
+def featviz(
+    *args: str, target: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `featviz ARGS` (FEATVIZ_TARGET set to `target`) and capture its output."""
+    return subprocess.run(
+        _command(*args),
+        env=_env(target, env),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "featviz.cli", *args]
+
+
+def _env(target: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEATVIZ_")}
+    return {**env, **({"FEATVIZ_TARGET": target} if target else {}), **(extra or {})}
+
+
+def _rows(stdout: str) -> list[dict[str, str]]:
+    """The result table printed on stdout: one dict per image."""
+    header, *lines = stdout.strip().splitlines()
+    return [dict(zip(header.split(), line.split(), strict=True)) for line in lines]
+
+
+def _assert_one_clear_line(stderr: str, *fragments: str) -> None:
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("featviz"), stderr
+    for fragment in fragments:
+        assert fragment in lines[0], stderr
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for 127.0.0.1 and its key."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def guarded_server(certificate: tuple[Path, Path]) -> Iterator[ServerProcess]:
+    """A server behind TLS that wants a bearer token."""
+    cert, key = certificate
+    args = ("--token", TOKEN, "--tls-cert", str(cert), "--tls-key", str(key))
+    with start_server(*args, root_cert=cert.read_bytes()) as process:
+        yield process
+
+
+@pytest.mark.parametrize(
+    ("layer", "channel", "steps"), [("block1_conv2", 14, 24), ("block5_conv2", 410, 16)]
+)
+def test_canonical_examples_write_a_png_and_report_a_positive_activation(
+    server: ServerProcess, tmp_path: Path, layer: str, channel: int, steps: int
+) -> None:
+    out = tmp_path / "out.png"
+    args = ("maximize", layer, str(channel), "--size", "64", "--steps", str(steps), "-o", str(out))
+    done = featviz(*args, target=server.target)
+    assert done.returncode == 0, done.stderr
+    (row,) = _rows(done.stdout)
+    assert (row["channel"], row["file"]) == (str(channel), str(out))
+    assert float(row["activation"]) > 0
+    with Image.open(out) as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "RGB", (64, 64))
+    assert f"| {steps}/{steps} steps" in done.stderr  # the progress bar reached the end
+    assert "Traceback" not in done.stderr
+
+
+def test_many_channels_go_to_a_directory_or_a_contact_sheet(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    common = ("maximize", "block1_conv2", "0-2,7", "--size", "32", "--steps", "4", "-q")
+    done = featviz(*common, "-o", str(tmp_path / "pngs"), target=server.target)
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in (tmp_path / "pngs").iterdir())
+    assert names == [f"block1_conv2_{c}.png" for c in (0, 1, 2, 7)]
+    assert [row["channel"] for row in _rows(done.stdout)] == ["0", "1", "2", "7"]
+    for path in (tmp_path / "pngs").iterdir():
+        with Image.open(path) as image:
+            assert image.size == (32, 32)
+
+    sheet = tmp_path / "sheet.png"
+    done = featviz(*common, "--sheet", "-o", str(sheet), target=server.target)
+    assert done.returncode == 0, done.stderr
+    with Image.open(sheet) as image:
+        assert image.width >= 2 * 32 and image.height >= 2 * 32  # a grid of four 32-px images
+    assert {row["file"] for row in _rows(done.stdout)} == {str(sheet)}
+
+
+def test_describe_prints_the_layer_table_and_json(server: ServerProcess) -> None:
+    table = featviz("describe", target=server.target)
+    assert table.returncode == 0, table.stderr
+    assert "14,714,688" in table.stdout
+    block5_conv2 = next(line for line in table.stdout.splitlines() if "block5_conv2" in line)
+    assert block5_conv2.split()[1:4] == ["conv", "14x14x512", "2,359,808"]
+
+    described = featviz("describe", "--json", "--size", "96", target=server.target)
+    assert described.returncode == 0, described.stderr
+    description = json.loads(described.stdout)
+    assert description["total_parameters"] == 14_714_688
+    assert description["input_size"] == 96
+    layers = {layer["name"]: layer for layer in description["layers"]}
+    assert layers["block1_conv2"]["parameters"] == 36_928
+    assert layers["block5_conv2"]["parameters"] == 2_359_808
+    assert (layers["block5_conv2"]["output_height"], layers["block5_conv2"]["output_width"]) == (
+        6,
+        6,
+    )
+
+
+def test_export_onnx_writes_a_verified_model_that_onnxruntime_runs(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    out = tmp_path / "vgg16.onnx"
+    done = featviz("export-onnx", "-o", str(out), target=server.target)
+    assert done.returncode == 0, done.stderr
+    printed_sha256 = done.stdout.split("sha256 ")[1].split()[0]
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == printed_sha256
+    assert "MB" in done.stderr  # download progress
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    outputs = session.run(None, {session.get_inputs()[0].name: image})
+    assert outputs and all(np.isfinite(output).all() for output in outputs)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("maximize", "block1_conv2", "3-1"), ("CHANNELS", "backwards")),
+        (("maximize", "block1_conv2", "3", "--stpes", "3"), ("did you mean '--steps'",)),
+        (("maximize", "block1_conv2", "3", "--preset", "quick"), ("--preset", "invalid choice")),
+        (("maximize", "block1_conv2", "1,2", "-o", "one.png"), ("2 images need a directory",)),
+        (("describe", "--size", "big"), ("--size", "invalid int value")),
+        ((), ("COMMAND",)),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], fragments: tuple[str]) -> None:
+    done = featviz(*args, target="127.0.0.1:1")
+    assert done.returncode == 2
+    _assert_one_clear_line(done.stderr, *fragments)
+
+
+def test_server_errors_exit_1_with_one_line(server: ServerProcess) -> None:
+    done = featviz("maximize", "block9_conv1", "0", target=server.target)
+    assert done.returncode == 1
+    _assert_one_clear_line(done.stderr, "INVALID_ARGUMENT", "layer", "block5_conv3")
+
+    done = featviz("maximize", "block1_conv2", "0", "--size", "9999", target=server.target)
+    assert done.returncode == 1
+    _assert_one_clear_line(done.stderr, "INVALID_ARGUMENT", "size")
+
+    done = featviz("describe", "--retries", "0", target="127.0.0.1:1")
+    assert done.returncode == 1
+    _assert_one_clear_line(done.stderr, "UNAVAILABLE", "is a featviz server running")
+
+
+def test_tls_and_the_token_from_the_flag_or_the_environment(
+    guarded_server: ServerProcess, certificate: tuple[Path, Path]
+) -> None:
+    target, tls = guarded_server.target, ("--tls-ca", str(certificate[0]))
+    plaintext = featviz("describe", "--retries", "0", "--token", TOKEN, target=target)
+    assert plaintext.returncode == 1
+    _assert_one_clear_line(plaintext.stderr, "UNAVAILABLE")
+
+    refused = featviz("describe", *tls, target=target)
+    assert refused.returncode == 1
+    _assert_one_clear_line(refused.stderr, "UNAUTHENTICATED", "--token")
+
+    accepted = featviz("describe", *tls, "--token", TOKEN, target=target)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "14,714,688" in accepted.stdout
+    from_env = featviz("describe", *tls, target=target, env={"FEATVIZ_TOKEN": TOKEN})
+    assert from_env.returncode == 0, from_env.stderr
+
+
+def _cancelled_runs(server: ServerProcess) -> float:
+    try:
+        return server.metric('featviz_runs_finished_total{status="cancelled"}')
+    except ServerError:  # no run was cancelled yet
+        return 0.0
+
+
+def test_ctrl_c_cancels_the_run_and_exits_130(server: ServerProcess, tmp_path: Path) -> None:
+    cancelled_before = _cancelled_runs(server)
+    args = ("maximize", "block1_conv2", "5", "--size", "128", "--steps", "400")
+    with subprocess.Popen(
+        _command(*args, "--preview-every", "1", "-o", str(tmp_path)),
+        env=_env(server.target),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stderr is not None
+        first_line = process.stderr.readline()
+        assert "/400 steps" in first_line, first_line  # the run is under way
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    _assert_one_clear_line(stderr, "interrupted")
+    deadline = time.monotonic() + 20
+    while _cancelled_runs(server) != cancelled_before + 1:  # the server stopped the run
+        assert time.monotonic() < deadline, "the run went on after Ctrl-C"
+        time.sleep(0.05)
+    assert not list(tmp_path.iterdir())
