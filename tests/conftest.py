@@ -23,11 +23,11 @@ def model(weights: Weights) -> VGG16:
     return load_model(weights, torch.device("cpu"))
 
 
-# Small limits that keep test runs cheap on a 2-core machine; metrics on a free port; no result
-# cache (every run computes, so progress is streamed).
+# Small limits that keep test runs cheap on a 2-core machine; metrics on a free port (and, as for
+# every server start_server runs, no result cache).
 TEST_SERVER_ARGS = (
     "--max-concurrent-runs", "2", "--queue-size", "4", "--max-size", "256",
-    "--max-steps", "400", "--metrics-port", "0", "--drain-grace", "5", "--result-cache-mb", "0",
+    "--max-steps", "400", "--metrics-port", "0", "--drain-grace", "5",
 )  # fmt: skip
 
 

@@ -132,6 +132,9 @@ def start_server(
     """`featviz-server serve --host 127.0.0.1 --port 0 *extra_args`, SERVING (unless `wait` is
     False), terminated on exit. `env` adds to the environment; `root_cert` (PEM) makes
     `.channel()` and the health check use TLS.
+
+    The result cache is off (FEATVIZ_RESULT_CACHE_MB=0) unless `env` or a flag turns it on, so
+    that a test's runs compute (and stream progress) however often the suite runs.
     """
     with tempfile.TemporaryDirectory(prefix="featviz-server-") as tmp:
         log_path = Path(tmp) / "server.log"
@@ -141,7 +144,7 @@ def start_server(
                 stdout=subprocess.PIPE,
                 stderr=log_file,
                 text=True,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, "FEATVIZ_RESULT_CACHE_MB": "0", **(env or {})},
             )
         server = None
         try:

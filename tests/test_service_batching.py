@@ -16,7 +16,6 @@ from serverproc import ServerProcess, start_server
 from featviz.v1 import featviz_pb2 as pb
 from featviz.v1 import featviz_pb2_grpc as pb_grpc
 from featviz_server import engine
-from featviz_server.model import VGG16
 from featviz_server.service.result_cache import ResultCache
 
 T = TypeVar("T")
@@ -56,7 +55,7 @@ def batched_images(server: ServerProcess) -> tuple[float, float]:
 
 
 def test_concurrent_runs_share_steps_and_give_the_images_they_would_alone(
-    batching_server: ServerProcess, stub, model: VGG16
+    batching_server: ServerProcess, stub, server: ServerProcess
 ) -> None:
     requests = [
         pb.MaximizeRequest(layer="block2_conv1", channels=[3], size=48, steps=12, seed=1),
@@ -66,25 +65,17 @@ def test_concurrent_runs_share_steps_and_give_the_images_they_would_alone(
         pb.MaximizeRequest(layer="block1_conv2", channels=[14], size=48, steps=12, seed=3),
     ]
     passes_before, shared_before = batched_images(batching_server)
-    responses = in_threads(*[lambda r=r: list(stub.Maximize(r, timeout=300)) for r in requests])
+    together = in_threads(*[lambda r=r: list(stub.Maximize(r, timeout=300)) for r in requests])
     passes, shared = batched_images(batching_server)
     assert shared > shared_before  # some forward/backward passes advanced several runs
     assert passes - passes_before < 3 * 12  # fewer passes than runs x steps
 
-    for request, stream in zip(requests, responses, strict=True):
-        assert stream[-1].summary.steps == 12
-        recipe = engine.recipe(engine.DEFAULT_PRESET, size=48, steps=12)
-        alone = engine.render(
-            model,
-            engine.Job(
-                request.layer,
-                tuple(request.channels),
-                recipe,
-                seed=request.seed,
-                images_per_channel=request.images_per_channel or 1,
-            ),
-        )
-        np.testing.assert_array_equal(final_pixels(stream), alone.images)
+    with server.channel() as channel:  # another server, one request at a time
+        plain = pb_grpc.FeatureVisualizationServiceStub(channel)
+        for request, stream in zip(requests, together, strict=True):
+            alone = list(plain.Maximize(request, timeout=300))
+            assert stream[-1].summary.steps == alone[-1].summary.steps == 12
+            np.testing.assert_array_equal(final_pixels(stream), final_pixels(alone))
 
 
 def test_a_big_run_over_the_batch_budget_does_not_starve_a_small_one(

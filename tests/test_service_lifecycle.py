@@ -100,9 +100,7 @@ async def test_internal_errors_reach_the_client_without_details(
 
 
 def test_sigterm_drains_finishing_short_runs_and_ending_long_ones() -> None:
-    with start_server(
-        "--drain-grace", "5", "--max-concurrent-runs", "2", "--result-cache-mb", "0"
-    ) as server:  # fmt: skip
+    with start_server("--drain-grace", "5", "--max-concurrent-runs", "2") as server:
         with server.channel() as channel:
             stub = pb_grpc.FeatureVisualizationServiceStub(channel)
             long = stub.Maximize(pb.MaximizeRequest(**LONG, seed=1))
@@ -154,7 +152,6 @@ def secure_server(certificate: tuple[Path, Path]) -> Iterator[ServerProcess]:
     cert, key = certificate
     with start_server(
         "--token", TOKEN, "--tls-cert", str(cert), "--tls-key", str(key), "--metrics-port", "0",
-        "--result-cache-mb", "0",
         root_cert=cert.read_bytes(),
     ) as process:  # fmt: skip
         yield process

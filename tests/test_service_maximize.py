@@ -241,7 +241,7 @@ def one_slot_server() -> Iterator[ServerProcess]:
     """One run at a time, two more may wait."""
     with start_server(
         "--max-concurrent-runs", "1", "--queue-size", "2", "--retry-after", "3",
-        "--metrics-port", "0", "--result-cache-mb", "0",
+        "--metrics-port", "0",
     ) as process:  # fmt: skip
         yield process
 

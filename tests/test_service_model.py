@@ -118,3 +118,18 @@ def test_export_onnx_streams_the_file_in_chunks_with_its_sha256(stub) -> None:
     assert first.file_name.endswith(".onnx")
     assert all(0 < len(chunk.data) <= 1 << 20 for chunk in chunks)
     assert all(not chunk.sha256 and not chunk.total_bytes for chunk in chunks[1:])
+
+
+@pytest.mark.parametrize(
+    ("method", "streaming"), [("DescribeModel", False), ("Maximize", True), ("ExportOnnx", True)]
+)
+def test_undecodable_bytes_are_an_invalid_argument(server: ServerProcess, method, streaming):
+    with server.channel() as channel:
+        path = f"/{SERVICE}/{method}"
+        call = (channel.unary_stream if streaming else channel.unary_unary)(path)
+        with pytest.raises(grpc.RpcError) as caught:
+            response = call(b"\x0a\x05ab", timeout=30)  # field 1 claims 5 bytes, 2 follow
+            if streaming:
+                list(response)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("malformed request: Error parsing message")

@@ -6,7 +6,7 @@ server. Example::
     import featviz
 
     with featviz.Client("localhost:50051") as client:
-        result = client.maximize("block5_conv2", 410, size=128, steps=64)
+        result = client.maximize("block5_conv2", 410, size=64, steps=32)
         result.save("block5_conv2_410.png")
 """
 

@@ -38,7 +38,7 @@ class AsyncClient(ClientBase):
 
         async def main():
             async with featviz.AsyncClient("localhost:50051") as client:
-                result = await client.maximize("block5_conv2", 410, size=128, steps=64)
+                result = await client.maximize("block5_conv2", 410, size=64, steps=32)
                 result.save("block5_conv2_410.png")
 
         asyncio.run(main())
@@ -71,6 +71,7 @@ class AsyncClient(ClientBase):
         Example::
 
             description = await client.describe_model(input_size=128)
+            print(description.layer("block5_conv2").output_shape)  # (8, 8, 512)
         """
         request = featviz_pb2.DescribeModelRequest(input_size=input_size)
         responses = [r async for r in self._attempts(self._stub.DescribeModel, request)]
@@ -104,6 +105,7 @@ class AsyncClient(ClientBase):
         Example::
 
             result = await client.maximize("block1_conv2", 14, size=64, steps=32)
+            print(result.activations)
         """
         result = None
         async for update in self.stream_maximize(layer, channels, **options):
@@ -123,8 +125,8 @@ class AsyncClient(ClientBase):
 
         Example::
 
-            async for update in client.stream_maximize("block5_conv2", 410, size=96):
-                print(update)
+            async for update in client.stream_maximize("block5_conv2", 410, size=64, steps=16):
+                print(type(update).__name__)
         """
         request = maximize_request(layer, channels, options)  # bad options raise here, not later
         return self._updates(request)

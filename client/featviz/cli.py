@@ -29,8 +29,6 @@ EXIT_INTERRUPTED = 130
 # Options the CLI sets itself: a terminal shows no preview images.
 _FIXED_OPTIONS = {"preview_images": False}
 
-Command = Callable[[Client, argparse.Namespace], int]
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` (default: sys.argv) and return the exit status."""

@@ -42,7 +42,7 @@ class Client(ClientBase):
         import featviz
 
         with featviz.Client("localhost:50051") as client:
-            result = client.maximize("block5_conv2", 410, size=128, steps=64)
+            result = client.maximize("block5_conv2", 410, size=64, steps=32)
             result.save("block5_conv2_410.png")
             print(result.activations[0])
     """
@@ -64,7 +64,7 @@ class Client(ClientBase):
 
         Example::
 
-            description = featviz.Client().describe_model()
+            description = client.describe_model()
             print(description.total_parameters)  # 14714688
         """
         request = featviz_pb2.DescribeModelRequest(input_size=input_size)
@@ -79,7 +79,7 @@ class Client(ClientBase):
 
         Example::
 
-            path, sha256 = featviz.Client().export_onnx("vgg16.onnx")
+            path, sha256 = client.export_onnx("vgg16.onnx")
         """
         with OnnxDownload(path, on_progress) as download:
             for chunk in self._attempts(self._stub.ExportOnnx, featviz_pb2.ExportOnnxRequest()):
@@ -121,7 +121,7 @@ class Client(ClientBase):
 
         Example::
 
-            for update in client.stream_maximize("block5_conv2", 410, size=96, steps=40):
+            for update in client.stream_maximize("block5_conv2", 410, size=64, steps=16):
                 if isinstance(update, featviz.Progress):
                     print(update.step, update.total_steps, update.objective)
                 elif isinstance(update, featviz.Finished):

@@ -75,7 +75,7 @@ class Result:
 
     Example::
 
-        result = client.maximize("block5_conv2", [410, 411], size=128)
+        result = client.maximize("block5_conv2", [410, 411], size=64, steps=16)
         print(result.activations, result.statistics.duration_seconds)
         result.save("out/")  # out/block5_conv2_410.png, out/block5_conv2_411.png
     """

@@ -23,6 +23,7 @@ class RetryPolicy:
     Example::
 
         client = featviz.Client("localhost:50051", retries=featviz.RetryPolicy(retries=10))
+        print(client.describe_model().model_name)
     """
 
     retries: int = 5

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from .logs import REQUEST_ID
 
@@ -45,8 +46,9 @@ def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
 
 class RequestContext(grpc.aio.ServerInterceptor):
     """Tags each RPC with a request id (the client's `x-request-id` or a new one), echoes it in the
-    initial metadata, logs one line per RPC, and turns unexpected exceptions into INTERNAL with a
-    generic message: the traceback goes to the log only.
+    initial metadata, logs one line per RPC, answers undecodable requests with INVALID_ARGUMENT
+    (grpc would say UNKNOWN, naming the exception), and turns unexpected exceptions into INTERNAL
+    with a generic message: the traceback goes to the log only.
     """
 
     async def intercept_service(
@@ -54,17 +56,23 @@ class RequestContext(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        decode: Callable[[bytes], Any] | None = None
+        if not handler.request_streaming and handler.request_deserializer is not None:
+            decode = handler.request_deserializer  # decoded in the scope below, not by grpc
+            handler = handler._replace(request_deserializer=None)
         method = details.method
-        return _replace_behavior(
-            await continuation(details), lambda behavior: self._wrap(behavior, method)
-        )
+        return _replace_behavior(handler, lambda behavior: self._wrap(behavior, method, decode))
 
     @staticmethod
-    def _wrap(behavior: Behavior, method: str) -> Behavior:
+    def _wrap(behavior: Behavior, method: str, decode: Callable[[bytes], Any] | None) -> Behavior:
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 async with _rpc_scope(context, method):
+                    request = await _decoded(request, decode, context)
                     async for response in behavior(request, context):
                         yield response
 
@@ -72,9 +80,20 @@ class RequestContext(grpc.aio.ServerInterceptor):
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with _rpc_scope(context, method):
-                return await behavior(request, context)
+                return await behavior(await _decoded(request, decode, context), context)
 
         return unary
+
+
+async def _decoded(
+    request: Any, decode: Callable[[bytes], Any] | None, context: grpc.aio.ServicerContext
+) -> Any:
+    if decode is None:
+        return request
+    try:
+        return decode(request)
+    except DecodeError as error:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {error}")
 
 
 @asynccontextmanager

@@ -85,7 +85,7 @@ def _responses(event: Event, plan: validation.Maximization) -> list[pb.MaximizeR
     if isinstance(event, Queued):
         return [messages.queued(event.position)]
     if isinstance(event, Finished):
-        return messages.final(event.result, plan.job, event.queued_seconds)
+        return messages.final(event.result, plan.job, event.queued_seconds, cached=event.cached)
     return messages.progress(event, plan.job, plan.preview_size, plan.preview_images)
 
 
