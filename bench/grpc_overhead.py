@@ -107,7 +107,11 @@ def main() -> None:
     )
     print(f"in-process render:   median {local_s:.3f} s  (runs {[round(t, 3) for t in local]})")
     print(f"gRPC Maximize:       median {remote_s:.3f} s  (runs {[round(t, 3) for t in remote]})")
-    print(f"gRPC overhead:       {100 * (remote_s - local_s) / local_s:+.1f} %")
+    pairs = [100 * (r - loc) / loc for loc, r in zip(local, remote, strict=True)]
+    print(
+        f"gRPC overhead:       {100 * (remote_s - local_s) / local_s:+.1f} % of the medians; "
+        f"median of back-to-back pairs {statistics.median(pairs):+.1f} %"
+    )
     print(f"time to 1st preview: median {statistics.median(first_default):.3f} s "
           f"(default interval {max(1, args.steps // 10)} steps)")  # fmt: skip
     print(f"time to 1st preview: median {statistics.median(first_one):.3f} s (preview_every=1)")

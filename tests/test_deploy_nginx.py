@@ -95,6 +95,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerPr
         "FEATVIZ_HOST": "127.0.0.1",
         "FEATVIZ_PORT": "0",
         "FEATVIZ_METRICS_PORT": "0",
+        "FEATVIZ_RESULT_CACHE_MB": "0",  # as start_server does: every run computes
     }
     with log_path.open("w") as log:
         process = subprocess.Popen(

@@ -48,34 +48,52 @@ def final_pixels(responses: list[pb.MaximizeResponse]) -> np.ndarray:
     return np.stack([np.asarray(Image.open(io.BytesIO(image.png))) for image in images])
 
 
-def batched_images(server: ServerProcess) -> tuple[float, float]:
-    """(forward/backward passes, those that advanced more than one image)."""
-    passes = server.metric("featviz_batch_images_count", 0.0)
-    return passes, passes - server.metric('featviz_batch_images_bucket{le="1.0"}', 0.0)
+def assert_same_images(batched: np.ndarray, alone: np.ndarray) -> None:
+    """Equal up to float rounding: CPU convolutions are not bitwise batch-invariant (a batch of
+    5 and a batch of 1 differ by ~5e-4 in activations), so after many steps an 8-bit value may
+    round the other way. Anything beyond one level in a rare pixel is a real difference."""
+    difference = np.abs(batched.astype(int) - alone.astype(int))
+    assert difference.max() <= 1
+    assert np.count_nonzero(difference) <= difference.size // 1000
+
+
+def passes(server: ServerProcess) -> float:
+    """Forward/backward passes the server has made."""
+    return server.metric("featviz_batch_images_count", 0.0)
 
 
 def test_concurrent_runs_share_steps_and_give_the_images_they_would_alone(
     batching_server: ServerProcess, stub, server: ServerProcess
 ) -> None:
-    requests = [
-        pb.MaximizeRequest(layer="block2_conv1", channels=[3], size=48, steps=12, seed=1),
+    steps = 30
+    common = {"size": 48, "steps": steps}
+    first = pb.MaximizeRequest(
+        layer="block2_conv1", channels=[3], seed=1, preview_every=1, **common
+    )
+    others = [
         pb.MaximizeRequest(
-            layer="block2_conv1", channels=[9, 70], size=48, steps=12, seed=5, images_per_channel=2
+            layer="block2_conv1", channels=[9, 70], seed=5, images_per_channel=2, **common
         ),
-        pb.MaximizeRequest(layer="block1_conv2", channels=[14], size=48, steps=12, seed=3),
+        pb.MaximizeRequest(layer="block1_conv2", channels=[14], seed=3, **common),
     ]
-    passes_before, shared_before = batched_images(batching_server)
-    together = in_threads(*[lambda r=r: list(stub.Maximize(r, timeout=300)) for r in requests])
-    passes, shared = batched_images(batching_server)
-    assert shared > shared_before  # some forward/backward passes advanced several runs
-    assert passes - passes_before < 3 * 12  # fewer passes than runs x steps
+    requests = [first, *others]
+    before = passes(batching_server)
+    running = stub.Maximize(first)
+    head = next(running)  # the first run is going: the others join it mid-way
+    together = in_threads(
+        lambda: [head, *running], *[lambda r=r: list(stub.Maximize(r)) for r in others]
+    )
+    assert passes(batching_server) - before < 3 * steps  # some passes advanced two runs
 
     with server.channel() as channel:  # another server, one request at a time
         plain = pb_grpc.FeatureVisualizationServiceStub(channel)
         for request, stream in zip(requests, together, strict=True):
             alone = list(plain.Maximize(request, timeout=300))
-            assert stream[-1].summary.steps == alone[-1].summary.steps == 12
-            np.testing.assert_array_equal(final_pixels(stream), final_pixels(alone))
+            assert stream[-1].summary.steps == alone[-1].summary.steps == steps
+            assert_same_images(final_pixels(stream), final_pixels(alone))
+            np.testing.assert_allclose(
+                stream[-1].summary.activation, alone[-1].summary.activation, rtol=1e-4
+            )
 
 
 def test_a_big_run_over_the_batch_budget_does_not_starve_a_small_one(

@@ -100,13 +100,15 @@ async def test_internal_errors_reach_the_client_without_details(
 
 
 def test_sigterm_drains_finishing_short_runs_and_ending_long_ones() -> None:
+    """A 4000-step run (a minute or more here) cannot finish in the 5 s grace; 20 tiny steps do."""
     with start_server("--drain-grace", "5", "--max-concurrent-runs", "2") as server:
         with server.channel() as channel:
             stub = pb_grpc.FeatureVisualizationServiceStub(channel)
-            long = stub.Maximize(pb.MaximizeRequest(**LONG, seed=1))
+            long = stub.Maximize(pb.MaximizeRequest(**{**LONG, "steps": 4000}, seed=1))
+            assert next(long).HasField("progress")  # one at a time: arrival order is the test's
             short = stub.Maximize(pb.MaximizeRequest(**{**TINY, "steps": 20, "preview_every": 1}))
+            assert next(short).HasField("progress")
             queued = stub.Maximize(pb.MaximizeRequest(**LONG, seed=2))
-            assert next(long).HasField("progress") and next(short).HasField("progress")
             assert next(queued).queued.position == 1
 
             server.process.send_signal(signal.SIGTERM)

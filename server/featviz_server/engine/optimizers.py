@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import math
+
 import torch
 
 from .job import Recipe
@@ -34,3 +36,10 @@ def make_optimizer(recipe: Recipe, params: list[torch.Tensor]) -> torch.optim.Op
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.learning_rate)
     return NormalizedAscent(params, lr=recipe.learning_rate)
+
+
+def learning_rate(recipe: Recipe, step: int) -> float:
+    """The learning rate of step `step` (0-based) under the recipe's schedule."""
+    if recipe.learning_rate_decay == "cosine":
+        return recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * step / recipe.steps))
+    return recipe.learning_rate

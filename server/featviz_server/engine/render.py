@@ -14,14 +14,14 @@ from collections.abc import Callable, Hashable, Sequence
 
 import torch
 
-from ..architecture import LAYERS_BY_NAME, MIN_INPUT_SIZE, geometry
+from ..architecture import LAYERS_BY_NAME, MIN_INPUT_SIZE, LayerGeometry, geometry
 from ..model import VGG16
 from . import device as devices
 from .forward import activations
 from .images import display, to_numpy, to_uint8
-from .job import Cancelled, Job, Progress, RenderResult
+from .job import Cancelled, Job, Progress, RenderResult, Transforms
 from .objectives import Frame, objective, unit
-from .optimizers import make_optimizer
+from .optimizers import learning_rate, make_optimizer
 from .parameterizations import make_image
 from .regularizers import penalty
 from .transforms import canvas_size, random_affines, warp
@@ -47,7 +47,7 @@ def validate(job: Job) -> None:
             raise ValueError(f"objective.neuron: {job.objective.neuron} is outside 0..{side - 1}")
 
 
-def _layer_geometry(job: Job):
+def _layer_geometry(job: Job) -> LayerGeometry:
     return next(g for g in geometry(job.recipe.size) if g.layer.name == job.layer)
 
 
@@ -61,15 +61,25 @@ class Run:
         self.generators = [torch.Generator().manual_seed(seed) for _, seed in job.images]
         self.image = make_image(self.recipe, self.generators, self.device)
         self.optimizer = make_optimizer(self.recipe, [self.image.tensor])
-        self.canvas = canvas_size(self.recipe.size, self.recipe.transforms)
         layer = _layer_geometry(job)
-        pad = self.recipe.transforms.pad if self.recipe.transforms else 0
-        self.frame = Frame(offset=pad / layer.stride)  # where the image sits in the canvas
+        self.stride = layer.stride
         self.objective = objective(job, layer.output_width)
         self.unit = unit(job, layer.output_width)
         self.step = 0
         self.values = torch.zeros(len(job.images))  # each image's objective at the last step
         self._started = time.perf_counter()
+
+    @property
+    def transforms(self) -> Transforms | None:
+        """This step's random transforms (None once past `transforms_until`)."""
+        if self.step < self.recipe.transforms_until * self.recipe.steps:
+            return self.recipe.transforms
+        return None
+
+    @property
+    def canvas(self) -> int:
+        """Side of the network input at this step."""
+        return canvas_size(self.recipe.size, self.transforms)
 
     @property
     def batch_key(self) -> Hashable:
@@ -86,14 +96,15 @@ class Run:
     def _network_input(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The images and, after this step's random transforms, what the network sees."""
         images = self.image()
-        transforms = self.recipe.transforms
+        transforms = self.transforms
         if transforms is None:
             return images, images
         thetas = random_affines(transforms, self.recipe.size, self.generators)
         return images, warp(images, thetas, self.canvas)
 
     def _loss(self, images: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
-        values = self.objective(layer_output.float(), self.frame)
+        pad = self.transforms.pad if self.transforms else 0
+        values = self.objective(layer_output.float(), Frame(offset=pad / self.stride))
         self.values = values.detach()
         r = self.recipe
         return (
@@ -101,6 +112,8 @@ class Run:
         ).sum()
 
     def _update(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.recipe, self.step)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1

@@ -128,11 +128,6 @@ class Scheduler:
         self._loop = asyncio.get_running_loop()
         self._batcher = Batcher(model, max_batch_images, self._report, metrics)
 
-    @property
-    def active_runs(self) -> int:
-        """Runs admitted to the batcher that have not left it yet."""
-        return len(self._active)
-
     async def run(self, job: engine.Job, progress_every: int) -> AsyncIterator[Event]:
         """The events of `job`; closing the stream early cancels the run (if nobody else waits
         for it). Raises Overloaded or ShuttingDown before the first event, the engine's errors
@@ -140,7 +135,7 @@ class Scheduler:
         """
         if self._cache is not None:
             cached = await asyncio.to_thread(self._cache.get, job)
-            self._metrics.result_cache.labels("hit" if cached else "miss").inc()
+            self._metrics.result_cache.labels("miss" if cached is None else "hit").inc()
             if cached is not None:
                 yield Finished(cached, 0.0, cached=True)
                 return

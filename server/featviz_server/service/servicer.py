@@ -63,14 +63,14 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
         backend = await self._ready(context)
         await _validated(context, validation.reject_unknown_fields, request)
         export = await backend.onnx_export()
+        message = pb.ExportOnnxResponse(  # the first message also says what the file is
+            total_bytes=export.size_bytes, sha256=export.sha256, file_name=export.path.name
+        )
         with export.path.open("rb") as file:
-            header = pb.ExportOnnxResponse(
-                total_bytes=export.size_bytes, sha256=export.sha256, file_name=export.path.name
-            )
             while chunk := await asyncio.to_thread(file.read, ONNX_CHUNK):
-                header.data = chunk
-                yield header
-                header = pb.ExportOnnxResponse()
+                message.data = chunk
+                yield message
+                message = pb.ExportOnnxResponse()
 
     async def _ready(self, context: grpc.aio.ServicerContext) -> Backend:
         if self.backend is None:
