@@ -12,7 +12,7 @@ from serverproc import ServerProcess, start_server
 import featviz
 
 # The run's replica must be killed while it runs: long enough at 64 px on a busy CPU.
-LONG_RUN = {"size": 64, "steps": 120, "preview_every": 1, "seed": 5}
+LONG_RUN = {"size": 64, "steps": 60, "preview_every": 1, "seed": 5}
 
 
 REPLICA_ARGS = ("--max-concurrent-runs", "2", "--metrics-port", "0")

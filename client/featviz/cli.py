@@ -149,7 +149,7 @@ def _save_sheet(result: Result, output: Path | None, columns: int | None) -> Pat
         raise ImportError("--sheet needs Pillow: pip install 'featviz[images]'") from None
     several = len(set(result.channels)) < len(result.images)
     labels = [
-        f"{image.channel}" + (f" s{image.seed}" if several else "") + f"  {activation:.4g}"
+        f"{image.channel}" + (f" s{image.seed}" if several else "") + f": {activation:.0f}"
         for image, activation in zip(result.images, result.activations, strict=True)
     ]
     path = output or Path(".")
