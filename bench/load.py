@@ -37,6 +37,7 @@ from serverproc import start_server  # the test helper that runs a real server
 class Run:
     """What one client saw of one Maximize call (monotonic seconds)."""
 
+    client: int
     started: float
     first_preview: float | None = None
     finished: float | None = None
@@ -89,8 +90,10 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     }
 
 
-async def one_run(client: featviz.AsyncClient, channel: int, args: argparse.Namespace) -> Run:
-    run = Run(time.monotonic())
+async def one_run(
+    client: featviz.AsyncClient, number: int, channel: int, args: argparse.Namespace
+) -> Run:
+    run = Run(number, time.monotonic())
     options = {"size": args.size, "steps": args.steps, "seed": random.randrange(2**31)}
     try:
         async for update in client.stream_maximize(args.layer, channel, **options):
@@ -107,13 +110,13 @@ async def one_run(client: featviz.AsyncClient, channel: int, args: argparse.Name
 
 
 async def client_loop(
-    target: str, channels: int, end: float, args: argparse.Namespace, runs: list[Run]
+    number: int, target: str, channels: int, end: float, args: argparse.Namespace, runs: list[Run]
 ) -> None:
     """Runs back to back until `end`; the run in flight at `end` completes."""
     retries = featviz.RetryPolicy(retries=args.retries, max_backoff=5.0)
     async with featviz.AsyncClient(target, timeout=args.run_timeout, retries=retries) as client:
         while time.monotonic() < end:
-            runs.append(await one_run(client, random.randrange(channels), args))
+            runs.append(await one_run(client, number, random.randrange(channels), args))
 
 
 async def load(server: Server, args: argparse.Namespace, seconds: float) -> list[Run]:
@@ -122,7 +125,10 @@ async def load(server: Server, args: argparse.Namespace, seconds: float) -> list
         channels = (await client.describe_model()).layer(args.layer).channels
     runs: list[Run] = []
     end = time.monotonic() + seconds
-    tasks = [client_loop(server.target, channels, end, args, runs) for _ in range(args.clients)]
+    tasks = [
+        client_loop(number, server.target, channels, end, args, runs)
+        for number in range(args.clients)
+    ]
     await asyncio.wait_for(asyncio.gather(*tasks), seconds + args.run_timeout + 10)
     return runs
 
@@ -138,12 +144,16 @@ async def sample_rss(server: Server, every: float, samples: dict[str, float]) ->
 def summarize(runs: list[Run], wall: float, args: argparse.Namespace) -> dict[str, object]:
     done = [run for run in runs if run.finished is not None]
     image_steps = sum(run.images for run in done) * args.steps
+    per_client = Counter(run.client for run in done)
+    completed_by_client = [per_client[number] for number in range(args.clients)]
     return {
         "clients": args.clients,
         "seconds": round(wall, 1),
         "runs_completed": len(done),
         "runs_failed": len(runs) - len(done),
         "runs_per_minute": round(len(done) / wall * 60, 1),
+        # Fairness: a client that was always turned away shows up here as 0.
+        "runs_per_client": {"min": min(completed_by_client), "max": max(completed_by_client)},
         "image_steps_per_second": round(image_steps / wall, 1),
         "time_to_first_preview_s": percentiles(
             [run.first_preview - run.started for run in done if run.first_preview is not None]

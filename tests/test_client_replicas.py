@@ -44,8 +44,9 @@ def test_round_robin_spreads_runs_over_both_replicas(
 
 def test_a_run_whose_replica_dies_is_resubmitted_and_completes() -> None:
     """Two identical runs on two fresh replicas; once both are under way, a replica serving at
-    least one of them is SIGKILLed. Each run it served comes back UNAVAILABLE after its first
-    updates and the SDK resubmits it to the survivor: same seed, so the very same image."""
+    least one of them (by its active-run count) is SIGKILLed. Each run it served comes back
+    UNAVAILABLE after its first updates and the SDK resubmits it, once, to the survivor: same
+    seed, so the very same image."""
     running = [threading.Event(), threading.Event()]
     updates: list[list[featviz.Update]] = [[], []]
     outcomes: list[featviz.Result | BaseException | None] = [None, None]
@@ -68,20 +69,21 @@ def test_a_run_whose_replica_dies_is_resubmitted_and_completes() -> None:
         start_server(*REPLICA_ARGS) as second,
         featviz.Client([first.target, second.target]) as client,
     ):
+        client.describe_model()  # connects to both, so that the runs likely go one to each
         threads = [threading.Thread(target=run, args=(client, slot)) for slot in (0, 1)]
         for thread in threads:
             thread.start()
         assert all(event.wait(60) for event in running), "the runs did not start"
         victim = max((first, second), key=lambda s: s.metric("featviz_active_runs"))
-        runs_on_victim = victim.metric("featviz_active_runs")
         victim.process.kill()
         for thread in threads:
             thread.join(timeout=120)
 
     assert all(isinstance(outcome, featviz.Result) for outcome in outcomes), outcomes
-    retries = [u for slot in (0, 1) for u in updates[slot] if isinstance(u, featviz.Retrying)]
-    assert all(isinstance(retry.error, featviz.Unavailable) for retry in retries)
-    assert sum(retry.restarted for retry in retries) == runs_on_victim >= 1
+    retries = [[u for u in slot if isinstance(u, featviz.Retrying)] for slot in updates]
+    assert all(isinstance(retry.error, featviz.Unavailable) for slot in retries for retry in slot)
+    restarts = [sum(retry.restarted for retry in slot) for slot in retries]
+    assert max(restarts) == 1  # the victim's run (or both, if it had both) resubmitted once
     first_result, second_result = outcomes
     assert isinstance(first_result, featviz.Result) and isinstance(second_result, featviz.Result)
     assert first_result.images[0].png == second_result.images[0].png  # same seed, same image
