@@ -35,7 +35,7 @@ def activations(
     """`layer`'s output for `images`; `redirect` (n,) bool picks images with redirected ReLUs."""
     x = images
     for module in model.cut(layer):
-        if redirect is not None and redirect.any() and isinstance(module, ConvReLU):
+        if redirect is not None and isinstance(module, ConvReLU):
             x = _RedirectedReLU.apply(module.conv(x), redirect)
         else:
             x = module(x)

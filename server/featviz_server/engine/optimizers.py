@@ -34,7 +34,7 @@ class NormalizedAscent(torch.optim.Optimizer):
 
 def make_optimizer(recipe: Recipe, params: list[torch.Tensor]) -> torch.optim.Optimizer:
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.learning_rate)
+        return torch.optim.Adam(params, lr=recipe.learning_rate, fused=True)
     return NormalizedAscent(params, lr=recipe.learning_rate)
 
 

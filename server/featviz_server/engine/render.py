@@ -160,18 +160,24 @@ def advance(model: VGG16, runs: Sequence[Run]) -> None:
     device = runs[0].device
     with devices.autocast(device):
         prepared = [run._network_input() for run in runs]
-        batch = torch.cat([seen for _, seen in prepared])
+        seen = [network_input for _, network_input in prepared]
+        batch = seen[0] if len(seen) == 1 else torch.cat(seen)
         batch = batch.contiguous(memory_format=devices.memory_format(device))
-        redirect = torch.tensor(
-            [run.step < run.recipe.redirect_relu_steps for run in runs for _ in range(len(run))],
-            device=device,
-        )
-        layer_output = activations(model, runs[0].job.layer, batch, redirect)
+        layer_output = activations(model, runs[0].job.layer, batch, _redirect(runs))
     parts = layer_output.split([len(run) for run in runs])
     loss = sum(run._loss(images, part) for run, (images, _), part in zip(runs, prepared, parts, strict=True))
     loss.backward()
     for run in runs:
         run._update()
+
+
+def _redirect(runs: Sequence[Run]) -> torch.Tensor | None:
+    """Per image: does it still use redirected ReLUs (None when no image does)?"""
+    flags = [run.step < run.recipe.redirect_relu_steps for run in runs]
+    if not any(flags):
+        return None
+    per_image = [flag for run, flag in zip(runs, flags, strict=True) for _ in range(len(run))]
+    return torch.tensor(per_image, device=runs[0].device)
 
 
 def render(
