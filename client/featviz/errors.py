@@ -150,6 +150,10 @@ def from_rpc_error(error: grpc.RpcError) -> FeatvizError:
     trailers = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
     request_id = trailers.get(_REQUEST_ID_KEY)
     violations, retry_delay = _parse_details(trailers.get(_DETAILS_KEY))
+    if code == grpc.StatusCode.INTERNAL and "RST_STREAM" in message:
+        # A proxy (nginx) resets the stream when the replica behind it dies: the run was lost,
+        # not refused, so treat it like an unreachable replica and let the retry policy resubmit.
+        code = grpc.StatusCode.UNAVAILABLE
     cls = _BY_CODE.get(code, FeatvizError)
     return cls(
         message,
