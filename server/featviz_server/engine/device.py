@@ -38,7 +38,7 @@ def prepare(model: nn.Module) -> torch.device:
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last lets cuDNN pick its fastest (NHWC tensor-core) kernels; the CPU gains nothing."""
+    """channels_last lets cuDNN pick its fastest (NHWC tensor-core) kernels."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
@@ -50,7 +50,7 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def describe(device: torch.device) -> str:
-    """"cuda:0" or "cpu", as reported to users."""
+    """The device as reported to users: "cuda:0" or "cpu"."""
     if device.type == "cuda":
         return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
     return "cpu"

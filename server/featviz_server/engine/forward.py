@@ -22,11 +22,14 @@ class _RedirectedReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         x, redirect = ctx.saved_tensors
-        relu_grad = torch.where(x > 0, grad, 0.0)
-        # Gradients of the loss (minimized): grad > 0 asks to lower x; never lower a negative x.
-        redirected = torch.where((x < 0) & (grad > 0), 0.0, grad)
-        blocked = redirect & (relu_grad.flatten(1) == 0).all(1)
-        return torch.where(blocked.view(-1, 1, 1, 1), redirected, relu_grad), None
+        relu_grad = torch.ops.aten.threshold_backward(grad, x, 0.0)  # exactly ReLU's gradient
+        peak = torch.linalg.vector_norm(relu_grad.flatten(1), ord=float("inf"), dim=1)
+        blocked = (redirect & (peak == 0)).nonzero().squeeze(1)
+        if len(blocked):
+            # Loss gradients (minimized): grad > 0 asks to lower x; never lower a negative x.
+            g = grad[blocked]
+            relu_grad[blocked] = torch.where((x[blocked] < 0) & (g > 0), 0.0, g)
+        return relu_grad, None
 
 
 def activations(

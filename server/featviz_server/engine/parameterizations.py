@@ -21,9 +21,7 @@ from .regularizers import gaussian_blur
 _COLOR_CORRELATION_SQRT = torch.tensor(
     [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=torch.float64
 )
-COLOR_DECORRELATION = (
-    _COLOR_CORRELATION_SQRT / _COLOR_CORRELATION_SQRT.norm(dim=0).max()
-).float()
+COLOR_DECORRELATION = (_COLOR_CORRELATION_SQRT / _COLOR_CORRELATION_SQRT.norm(dim=0).max()).float()
 FOURIER_MAGIC = 4.0  # Lucid's divisor that brings the 1/f-scaled image to a sigmoid-friendly range
 CLASSIC_GREY, CLASSIC_NOISE = 128.0, 20.0  # Chollet's start: grey 128 + U(0, 20), 0-255 units
 

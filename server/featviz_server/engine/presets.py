@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import get_args
 
-from .job import Recipe, Transforms
+from .job import (
+    DecayName,
+    DisplayName,
+    OptimizerName,
+    ParameterizationName,
+    Recipe,
+    Transforms,
+    ValueRangeName,
+)
 
 LUCID_TRANSFORMS = Transforms()  # pad 12, jitter 8, scale 0.9-1.1, rotate ±10°, jitter 4
 
@@ -49,10 +58,21 @@ PRESETS["fast"] = dataclasses.replace(
 DEFAULT_PRESET = "fast"
 
 _FIELDS = {field.name for field in dataclasses.fields(Recipe)}
+_CHOICES = {
+    "parameterization": ParameterizationName,
+    "optimizer": OptimizerName,
+    "value_range": ValueRangeName,
+    "display": DisplayName,
+    "learning_rate_decay": DecayName,
+}
 
 
 def check(recipe: Recipe) -> Recipe:
     """ValueError naming the first field that makes `recipe` unusable."""
+    for name, choices in _CHOICES.items():
+        if getattr(recipe, name) not in get_args(choices):
+            known = ", ".join(get_args(choices))
+            raise ValueError(f"{name}: {getattr(recipe, name)!r} is not one of {known}")
     numbers = {
         "learning_rate": recipe.learning_rate,
         "l1": recipe.l1,
@@ -87,5 +107,7 @@ def recipe(preset: str, **overrides: object) -> Recipe:
         raise ValueError(f"preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     unknown = sorted(set(overrides) - _FIELDS)
     if unknown:
-        raise ValueError(f"{unknown[0]}: unknown recipe field (known: {', '.join(sorted(_FIELDS))})")
+        raise ValueError(
+            f"{unknown[0]}: unknown recipe field (known: {', '.join(sorted(_FIELDS))})"
+        )
     return check(dataclasses.replace(PRESETS[preset], **overrides))

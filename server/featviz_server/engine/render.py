@@ -165,7 +165,10 @@ def advance(model: VGG16, runs: Sequence[Run]) -> None:
         batch = batch.contiguous(memory_format=devices.memory_format(device))
         layer_output = activations(model, runs[0].job.layer, batch, _redirect(runs))
     parts = layer_output.split([len(run) for run in runs])
-    loss = sum(run._loss(images, part) for run, (images, _), part in zip(runs, prepared, parts, strict=True))
+    loss = sum(
+        run._loss(images, part)
+        for run, (images, _), part in zip(runs, prepared, parts, strict=True)
+    )
     loss.backward()
     for run in runs:
         run._update()

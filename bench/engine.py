@@ -1,0 +1,284 @@
+"""Engine benchmark: per-step overhead, time to quality, batching, and the quality bars.
+
+    .venv/bin/python bench/engine.py            # the issue's figures (~10 min on 2 quiet cores)
+    .venv/bin/python bench/engine.py --quick    # the same sections, smaller (~2 min)
+    .venv/bin/python bench/engine.py --docs     # also write docs/*.png
+
+(a) Overhead: wall time of the engine's steps (`advance` on a `fast` run: parameterization,
+    transforms, forward, backward, optimizer) / the same number of bare forward+backward passes
+    of the cut network on a batch of the same shape. The two alternate in blocks, so background
+    load hits both alike.
+(b) Time to quality, for block1_conv2 ch 14 and block5_conv2 ch 410 at 128 px, seed 0: the
+    `lucid` preset runs 512 steps; its final activation (mean of the channel on the final 8-bit
+    image, no transforms) is the target. The `fast` preset then runs with growing step counts;
+    the first that reaches the target gives the time. Also printed: the ratio of network input
+    pixels processed (independent of machine load), and the `fast` preset's 256-step figure
+    against the issue's bars.
+(c) Batching: all 64 channels of block1_conv2 as one job vs 64 one-channel jobs (images/s).
+(d) Quality: all 64 channels of block1_conv2 (fast, 256 steps) against the median activation of
+    each channel over ~120 natural 128-px crops of scikit-image's photos; none may be blank.
+--lucent adds (b) against Lucent 0.1.8 itself, installed aside, e.g.
+    pip install --no-deps --target /tmp/lucent torch-lucent==0.1.8 kornia==0.4.1 decorator
+    plus stubs for `torchvision.transforms.Normalize` and `IPython.display` (Lucent imports them;
+    neither is used here), then PYTHONPATH=/tmp/lucent .venv/bin/python bench/engine.py --lucent
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage import data
+
+from featviz.sheet import contact_sheet
+from featviz_server.engine import Job, Run, advance, recipe, render
+from featviz_server.engine.objectives import Channel
+from featviz_server.model import VGG16, load_model
+from featviz_server.weights import default_cache_dir, load_weights
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+BARS = {("block1_conv2", 14): 230.0, ("block5_conv2", 410): 1600.0}
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
+
+
+def natural_crops(size: int = 128) -> torch.Tensor:
+    """Non-overlapping size-px crops of scikit-image's colour photos, (N, 3, size, size) [0, 1]."""
+    photos = [getattr(data, name)() for name in PHOTOS] + [data.stereo_motorcycle()[0]]
+    crops = [
+        photo[y : y + size, x : x + size, :3]
+        for photo in photos
+        for y in range(0, photo.shape[0] - size + 1, size)
+        for x in range(0, photo.shape[1] - size + 1, size)
+    ]
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+
+
+@torch.no_grad()
+def natural_activations(model: VGG16, layer: str, size: int = 128) -> torch.Tensor:
+    """Mean activation of every channel of `layer` on every natural crop, (N, C)."""
+    return torch.cat([model.cut(layer)(c).mean((2, 3)) for c in natural_crops(size).split(32)])
+
+
+def timed(work: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = work()
+    return time.perf_counter() - start, value
+
+
+# --- (a) overhead ------------------------------------------------------------------------------
+
+
+def overhead(model: VGG16, layer: str, channels: tuple[int, ...], steps: int) -> float:
+    """Engine time / bare forward+backward time over a whole `fast` run, in blocks of 8 steps."""
+    job = Job(layer, channels, recipe("fast", steps=steps))
+    network = model.cut(layer)
+    warm_up = Run(job, model)  # first calls allocate and pick kernels: not what is measured
+    advance(model, [warm_up])
+    Channel(channels)(network(torch.rand(len(channels), 3, warm_up.canvas, warm_up.canvas)))
+    run = Run(job, model)
+    engine_time = bare_time = 0.0
+    while not run.done:
+        block = min(8, run.recipe.steps - run.step)
+        batch = torch.rand(len(channels), 3, run.canvas, run.canvas)
+
+        def engine_block(block: int = block) -> None:
+            for _ in range(block):
+                advance(model, [run])
+
+        def bare_block(block: int = block, batch: torch.Tensor = batch) -> None:
+            for _ in range(block):
+                x = batch.clone().requires_grad_(True)
+                Channel(channels)(network(x)).sum().backward()
+
+        bare_time += timed(bare_block)[0]
+        engine_time += timed(engine_block)[0]
+    return engine_time / bare_time
+
+
+# --- (b) time to quality -----------------------------------------------------------------------
+
+
+@dataclass
+class Timed:
+    """One timed run of one preset."""
+
+    steps: int
+    seconds: float
+    activation: float
+    input_pixels: int  # network input pixels processed over the run (load-independent cost)
+    image: np.ndarray
+
+
+def timed_render(model: VGG16, layer: str, channel: int, preset: str, steps: int) -> Timed:
+    """`render`'s loop, timed, counting the network input pixels of every step."""
+    run = Run(Job(layer, (channel,), recipe(preset, steps=steps)), model)
+    pixels, start = 0, time.perf_counter()
+    while not run.done:
+        pixels += run.canvas**2
+        advance(model, [run])
+    seconds = time.perf_counter() - start
+    result = run.result()
+    return Timed(steps, seconds, result.activation[0], pixels, result.images[0])
+
+
+def time_to_quality(
+    model: VGG16, layer: str, channel: int, lucid_steps: int, grid: list[int], docs: bool
+) -> None:
+    lucid = timed_render(model, layer, channel, "lucid", lucid_steps)
+    print(
+        f"  {layer} ch {channel}: lucid preset {lucid_steps} steps -> {lucid.activation:.1f} "
+        f"in {lucid.seconds:.1f} s",
+        flush=True,
+    )
+    reach(model, layer, channel, lucid.activation, lucid.seconds, lucid.input_pixels, grid)
+    full = timed_render(model, layer, channel, "fast", 256)
+    bar = BARS[(layer, channel)]
+    verdict = "ok" if full.activation >= bar else "BELOW THE BAR"
+    print(f"    fast  256 steps -> {full.activation:7.1f} (bar >= {bar:.0f}: {verdict})")
+    if docs:
+        save_png(full.image, DOCS / f"{layer}_{channel}.png")
+
+
+def reach(
+    model: VGG16,
+    layer: str,
+    channel: int,
+    target: float,
+    seconds: float,
+    input_pixels: int,
+    grid: list[int],
+) -> None:
+    """Run `fast` with growing step counts until its activation reaches `target`."""
+    for steps in grid:
+        fast = timed_render(model, layer, channel, "fast", steps)
+        reached = fast.activation >= target
+        print(
+            f"    fast {steps:4d} steps -> {fast.activation:7.1f} in {fast.seconds:6.1f} s"
+            + (
+                f"  reached: {seconds / fast.seconds:.1f}x less time, "
+                f"{input_pixels / fast.input_pixels:.1f}x fewer input pixels (target >= 4x)"
+                if reached
+                else ""
+            ),
+            flush=True,
+        )
+        if reached:
+            return
+    print("    fast did not reach the target on this grid")
+
+
+def lucent(model: VGG16, layer: str, channel: int, steps: int, grid: list[int]) -> None:
+    """Lucent's `render_vis` with its defaults (128 px Fourier image, upsampled to 224 for the
+    network) as the reference; `preprocess=False` because our model normalizes its input."""
+    from lucent.optvis import render as lucent_render
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    seconds, images = timed(
+        lambda: lucent_render.render_vis(
+            model,
+            f"{layer}:{channel}",
+            thresholds=(steps,),
+            preprocess=False,
+            progress=False,
+            show_image=False,
+        )
+    )
+    pixels = np.round(images[-1][0] * 255).astype(np.uint8)  # type: ignore[index]
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0
+    with torch.no_grad():
+        activation = model.cut(layer)(x)[0, channel].mean().item()
+    print(
+        f"  {layer} ch {channel}: Lucent {steps} steps -> {activation:.1f} in {seconds:.1f} s",
+        flush=True,
+    )
+    reach(model, layer, channel, activation, seconds, steps * 224**2, grid)
+
+
+def save_png(image: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    print(f"    wrote {path}")
+
+
+# --- (c) batching ------------------------------------------------------------------------------
+
+
+def batching(model: VGG16, layer: str, steps: int) -> None:
+    channels = tuple(range(64))
+    fast = recipe("fast", steps=steps)
+    one_job = timed(lambda: render(model, Job(layer, channels, fast)))[0]
+    one_by_one = timed(lambda: [render(model, Job(layer, (c,), fast)) for c in channels])[0]
+    print(
+        f"  {layer}, 64 channels, {steps} steps: batched {64 / one_job:.2f} images/s, "
+        f"one at a time {64 / one_by_one:.2f} images/s ({one_by_one / one_job:.2f}x)"
+    )
+
+
+# --- (d) quality -------------------------------------------------------------------------------
+
+
+def quality(model: VGG16, layer: str, steps: int, docs: bool) -> None:
+    result = render(model, Job(layer, tuple(range(64)), recipe("fast", steps=steps)))
+    medians = natural_activations(model, layer).median(0).values[:64].numpy()
+    activation = np.array(result.activation)
+    spread = result.images.reshape(64, -1).std(1)
+    above = int((activation > medians).sum())
+    blank = int((spread < 2.0).sum())  # fewer than ~2 grey levels of variation
+    print(
+        f"  {layer}, 64 channels, fast {steps} steps: {above}/64 above the natural-crop median "
+        f"(lowest ratio {np.min(activation / medians):.2f}), {blank} blank"
+    )
+    if docs:
+        sheet = contact_sheet(list(result.images), [f"{c}" for c in range(64)], columns=8)
+        sheet.save(DOCS / f"{layer}_sheet.png")
+        print(f"    wrote {DOCS / f'{layer}_sheet.png'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps, smaller grids")
+    parser.add_argument("--docs", action="store_true", help="write the images into docs/")
+    parser.add_argument(
+        "--lucent", action="store_true", help="also compare with Lucent 0.1.8 (must be importable)"
+    )
+    args = parser.parse_args(argv)
+    model = load_model(load_weights(default_cache_dir()), torch.device("cpu"))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+
+    print("(a) engine step / bare forward+backward of the cut network (target <= 1.15)")
+    cases = [("block1_conv2", (14,), 256), ("block5_conv2", (410,), 64)]
+    cases.append(("block1_conv2", tuple(range(64)), 32))
+    for layer, channels, steps in cases:
+        steps = steps // 4 if args.quick else steps
+        ratio = overhead(model, layer, channels, steps)
+        print(f"  {layer} x{len(channels)}, {steps} steps: {ratio:.3f}", flush=True)
+
+    lucid_steps = 128 if args.quick else 512
+    print(f"(b) time to reach the lucid preset's {lucid_steps}-step activation (target >= 4x less)")
+    grid = [16, 24, 32, 48, 64] if args.quick else [64, 96, 128, 160, 192, 256]
+    for layer, channel in BARS:
+        time_to_quality(model, layer, channel, lucid_steps, grid, args.docs)
+
+    if args.lucent:
+        print(f"(b') time to reach Lucent's {lucid_steps}-step activation (target >= 4x less)")
+        for layer, channel in BARS:
+            lucent(model, layer, channel, lucid_steps, grid)
+
+    print("(c) 64 channels batched vs one at a time")
+    batching(model, "block1_conv2", 8 if args.quick else 16)
+
+    print("(d) quality of all 64 channels of block1_conv2")
+    quality(model, "block1_conv2", 64 if args.quick else 256, args.docs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""The engine's building blocks on the real VGG16 at small sizes: objectives, parameterizations,
+transforms, regularizers, the redirected ReLU and the per-device settings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from featviz_server.engine import Job, Objective, Transforms, recipe, render
+from featviz_server.engine import device as devices
+from featviz_server.engine.forward import activations
+from featviz_server.engine.objectives import Channel, Diversity, Frame, Neuron, objective, unit
+from featviz_server.engine.parameterizations import (
+    COLOR_DECORRELATION,
+    FourierImage,
+    PixelImage,
+)
+from featviz_server.engine.regularizers import gaussian_blur, l1, l2, penalty, total_variation
+from featviz_server.engine.transforms import canvas_size, random_affines, warp
+from featviz_server.model import VGG16
+
+CPU = torch.device("cpu")
+
+
+def generators(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+
+@pytest.fixture(scope="module")
+def block3(model: VGG16) -> torch.Tensor:
+    """block3_conv1 activations of two random 48-px images."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        return activations(model, "block3_conv1", torch.rand(2, 3, 48, 48))
+
+
+# --- objectives --------------------------------------------------------------------------------
+
+
+def test_channel_is_the_mean_of_each_images_own_feature_map(block3: torch.Tensor) -> None:
+    values = Channel((5, 9))(block3)
+    assert values.tolist() == [block3[0, 5].mean().item(), block3[1, 9].mean().item()]
+
+
+def test_neuron_reads_one_unit_shifted_by_the_frame(block3: torch.Tensor) -> None:
+    assert Neuron((5, 9), x=3, y=7)(block3).tolist() == [block3[0, 5, 7, 3], block3[1, 9, 7, 3]]
+    shifted = Neuron((5, 5), x=3, y=7)(block3, Frame(offset=2.0))
+    assert shifted.tolist() == [block3[0, 5, 9, 5], block3[1, 5, 9, 5]]
+
+
+def test_negation_and_weighted_sums_compose(block3: torch.Tensor) -> None:
+    a, b = Channel((1, 2)), Neuron((3, 4), 1, 1)
+    combined = 2.0 * a - b + (-a) * 0.5
+    expected = 2.0 * a(block3) - b(block3) - 0.5 * a(block3)
+    torch.testing.assert_close(combined(block3), expected)
+
+
+def test_diversity_penalizes_similar_images_of_the_same_channel_only(
+    block3: torch.Tensor,
+) -> None:
+    twins = torch.cat([block3[:1], block3[:1], block3[1:]])
+    values = Diversity((7, 7, 7))(twins)
+    assert values[0] == values[1] < values[2] < 0  # the twins are the most alike
+    cosine_to_other = -1.5 * values[2]  # image 2: -(c + c) / 3
+    torch.testing.assert_close(values[0], -(1 + cosine_to_other) / 3)  # cos(twin, twin) = 1
+    assert Diversity((1, 2, 3))(twins).tolist() == [0.0, 0.0, 0.0]  # different channels
+
+
+def test_job_objective_negates_and_adds_diversity(block3: torch.Tensor) -> None:
+    plain = Job("block3_conv1", (5,), recipe("fast"), images_per_channel=2)
+    negated = Job("block3_conv1", (5,), recipe("fast"), Objective(negate=True, diversity=3.0), 0, 2)
+    expected = -Channel((5, 5))(block3) + 3.0 * Diversity((5, 5))(block3)
+    torch.testing.assert_close(objective(negated, 12)(block3), expected)
+    torch.testing.assert_close(unit(negated, 12)(block3), objective(plain, 12)(block3))
+
+
+def test_neuron_defaults_to_the_centre(block3: torch.Tensor) -> None:
+    job = Job("block3_conv1", (5,), recipe("fast"), Objective(kind="neuron"))
+    assert unit(job, 12)(block3[:1]).item() == block3[0, 5, 6, 6].item()
+
+
+@pytest.mark.parametrize(
+    "objective_",
+    [Objective(kind="neuron"), Objective(kind="neuron", neuron=(1, 2)), Objective(negate=True)],
+)
+def test_each_objective_improves_on_the_real_network(model: VGG16, objective_: Objective) -> None:
+    job = Job("block3_conv1", (11,), recipe("fast", size=48, steps=12), objective_)
+    start = render(
+        model, Job(job.layer, job.channels, recipe("fast", size=48, steps=0), objective_)
+    )
+    end = render(model, job)
+    assert end.objective[0] > start.objective[0]
+
+
+def test_diversity_makes_images_of_one_channel_differ_more(model: VGG16) -> None:
+    def spread(weight: float) -> float:
+        job = Job(
+            "block3_conv1", (11,), recipe("fast", size=48, steps=16), Objective(diversity=weight)
+        )
+        images = torch.from_numpy(render(model, job_with_two(job)).images).float()
+        return (images[0] - images[1]).abs().mean().item()
+
+    def job_with_two(job: Job) -> Job:
+        return Job(job.layer, job.channels, job.recipe, job.objective, 0, 2)
+
+    assert spread(1e3) > spread(0.0)
+
+
+# --- parameterizations -------------------------------------------------------------------------
+
+
+def test_raw_pixels_start_grey_plus_noise_in_0_255_units() -> None:
+    image = PixelImage(16, generators(0, 1), CPU, raw=True, decorrelate=False)
+    values = image.tensor.detach()
+    assert values.shape == (2, 3, 16, 16)
+    assert values.min() >= 128 and values.max() < 148
+    torch.testing.assert_close(image(), values / 255.0)
+
+
+@pytest.mark.parametrize("fourier", [False, True])
+@pytest.mark.parametrize("decorrelate", [False, True])
+def test_sigmoid_parameterizations_start_near_grey_inside_0_1(
+    fourier: bool, decorrelate: bool
+) -> None:
+    gens = generators(3)
+    if fourier:
+        image = FourierImage(32, gens, CPU, decorrelate=decorrelate)
+    else:
+        image = PixelImage(32, gens, CPU, raw=False, decorrelate=decorrelate)
+    x = image()
+    assert x.shape == (1, 3, 32, 32)
+    assert x.min() > 0 and x.max() < 1
+    assert (x - 0.5).abs().max() < 0.05
+
+
+def test_an_image_depends_only_on_its_own_generator() -> None:
+    alone = FourierImage(32, generators(7), CPU, decorrelate=True)()
+    batched = FourierImage(32, generators(1, 7, 2), CPU, decorrelate=True)()
+    assert torch.equal(alone[0], batched[1])
+
+
+def test_colour_decorrelation_matrix_is_lucids_normalized_square_root() -> None:
+    assert COLOR_DECORRELATION.norm(dim=0).max().item() == pytest.approx(1.0)
+    assert COLOR_DECORRELATION[0, 0] > 0.5  # first basis vector ~ luminance
+
+
+@pytest.mark.parametrize("fourier", [False, True])
+def test_blur_removes_high_frequencies(fourier: bool) -> None:
+    gens = generators(0)
+    image = (
+        FourierImage(32, gens, CPU, decorrelate=False)
+        if fourier
+        else PixelImage(32, gens, CPU, raw=False, decorrelate=False)
+    )
+    with torch.no_grad():
+        image.tensor.normal_()
+    before = total_variation(image()).item()
+    image.blur(1.0)
+    assert total_variation(image()).item() < 0.7 * before
+
+
+# --- transforms --------------------------------------------------------------------------------
+
+
+def test_canvas_adds_the_pad_on_each_side() -> None:
+    assert canvas_size(64, None) == 64
+    assert canvas_size(64, Transforms(pad=12)) == 88
+
+
+def test_identity_transforms_leave_the_image_unchanged() -> None:
+    none = Transforms(pad=0, jitter=0, scale_min=1, scale_max=1, rotate_degrees=0, final_jitter=0)
+    images = torch.rand(2, 3, 16, 16)
+    thetas = random_affines(none, 16, generators(0, 1))
+    torch.testing.assert_close(warp(images, thetas, 16), images)
+
+
+def test_pad_shows_the_image_centred_on_a_grey_margin() -> None:
+    pad = Transforms(pad=4, jitter=0, scale_min=1, scale_max=1, rotate_degrees=0, final_jitter=0)
+    images = torch.rand(1, 3, 16, 16)
+    out = warp(images, random_affines(pad, 16, generators(0)), 24)
+    torch.testing.assert_close(out[..., 4:20, 4:20], images)
+    assert (out[..., :4, :] == 0.5).all() and (out[..., :, 20:] == 0.5).all()
+
+
+def test_jitter_translates_by_at_most_half_its_range_each_way() -> None:
+    jitter = Transforms(pad=0, jitter=8, scale_min=1, scale_max=1, rotate_degrees=0, final_jitter=4)
+    thetas = random_affines(jitter, 32, generators(*range(50)))
+    torch.testing.assert_close(thetas[:, :, :2], torch.eye(2).expand(50, 2, 2))
+    shift_pixels = thetas[:, :, 2] * 32 / 2
+    assert shift_pixels.abs().max() <= (8 + 4) / 2 and shift_pixels.std() > 1
+
+
+def test_scale_and_rotation_stay_in_range() -> None:
+    spin = Transforms(
+        pad=0, jitter=0, scale_min=0.9, scale_max=1.1, rotate_degrees=10, final_jitter=0
+    )
+    linear = random_affines(spin, 32, generators(*range(50)))[:, :, :2]
+    scales = 1 / linear.det().sqrt()
+    angles = torch.atan2(linear[:, 0, 1], linear[:, 0, 0]).rad2deg()
+    assert scales.min() >= 0.9 - 1e-5 and scales.max() <= 1.1 + 1e-5
+    assert angles.abs().max() <= 10 + 1e-4 and angles.abs().max() > 5
+
+
+def test_each_image_draws_its_transforms_from_its_own_generator() -> None:
+    alone = random_affines(Transforms(), 32, generators(5))
+    batched = random_affines(Transforms(), 32, generators(9, 5))
+    assert torch.equal(alone[0], batched[1])
+
+
+# --- regularizers ------------------------------------------------------------------------------
+
+
+def test_penalties_on_known_images() -> None:
+    grey = torch.full((1, 3, 4, 4), 0.5)
+    stripes = grey.clone()
+    stripes[..., ::2] = 1.0
+    assert l1(grey).item() == l2(grey).item() == total_variation(grey).item() == 0.0
+    assert l1(stripes).item() == pytest.approx(0.25)
+    assert l2(stripes).item() == pytest.approx(0.125)
+    assert total_variation(stripes).item() == pytest.approx(0.5)
+    both = penalty(stripes, l1_weight=2.0, l2_weight=0.0, tv_weight=1.0)
+    assert both.item() == pytest.approx(2 * 0.25 + 0.5)
+    assert penalty(stripes, l1_weight=0.0, l2_weight=0.0, tv_weight=0.0) == 0.0
+
+
+def test_gaussian_blur_keeps_constants_and_smooths_noise() -> None:
+    constant = torch.full((1, 3, 16, 16), 0.3)
+    torch.testing.assert_close(gaussian_blur(constant, 1.0), constant)
+    noise = torch.rand(1, 3, 16, 16)
+    assert gaussian_blur(noise, 1.0).std() < 0.5 * noise.std()
+
+
+@pytest.mark.parametrize("weight", ["l1", "l2", "total_variation"])
+def test_regularized_renders_are_calmer(model: VGG16, weight: str) -> None:
+    def measure(strength: float) -> float:
+        r = recipe("fast", size=32, steps=8, transforms=None, **{weight: strength})
+        image = render(model, Job("block2_conv1", (3,), r), return_float=True).float_images
+        x = torch.from_numpy(image).permute(0, 3, 1, 2)
+        return {"l1": l1, "l2": l2, "total_variation": total_variation}[weight](x).item()
+
+    assert measure(50.0) < measure(0.0)
+
+
+# --- redirected ReLU ---------------------------------------------------------------------------
+
+
+def test_redirected_relu_revives_a_dead_channel_only_where_asked(model: VGG16) -> None:
+    grey = torch.full((1, 3, 32, 32), 0.5)
+    with torch.no_grad():
+        dead = (activations(model, "block1_conv2", grey).amax((0, 2, 3)) == 0).nonzero()
+    channel = int(dead[0])  # many block1 channels are zero on a grey image
+
+    def gradient(redirect: bool) -> torch.Tensor:
+        x = grey.repeat(2, 1, 1, 1).requires_grad_(True)
+        mask = torch.tensor([redirect, False])
+        out = activations(model, "block1_conv2", x, mask)
+        (-out[:, channel].mean((1, 2))).sum().backward()
+        return x.grad
+
+    assert gradient(False).abs().sum() == 0
+    revived = gradient(True)
+    assert revived[0].abs().sum() > 0 and revived[1].abs().sum() == 0
+    with torch.no_grad():
+        plain = activations(model, "block1_conv2", grey)
+        assert torch.equal(activations(model, "block1_conv2", grey, torch.tensor([True])), plain)
+
+
+# --- device ------------------------------------------------------------------------------------
+
+
+def test_cpu_device_settings(model: VGG16) -> None:
+    assert devices.prepare(model) == CPU
+    assert devices.describe(CPU) == "cpu"
+    assert devices.memory_format(CPU) == torch.contiguous_format
+    assert torch.get_num_threads() >= 1
+    with devices.autocast(CPU):
+        assert not torch.is_autocast_enabled()
+    assert math.isfinite(
+        render(model, Job("block1_conv1", (0,), recipe("fast", size=32, steps=1))).activation[0]
+    )
