@@ -11,7 +11,7 @@ import torch
 from featviz_server.engine import Job, Objective, Transforms, recipe, render
 from featviz_server.engine import device as devices
 from featviz_server.engine.forward import activations
-from featviz_server.engine.objectives import Channel, Diversity, Frame, Neuron, objective, unit
+from featviz_server.engine.objectives import Channel, Diversity, Neuron, objective, unit
 from featviz_server.engine.parameterizations import (
     COLOR_DECORRELATION,
     FourierImage,
@@ -44,9 +44,9 @@ def test_channel_is_the_mean_of_each_images_own_feature_map(block3: torch.Tensor
     assert values.tolist() == [block3[0, 5].mean().item(), block3[1, 9].mean().item()]
 
 
-def test_neuron_reads_one_unit_shifted_by_the_frame(block3: torch.Tensor) -> None:
+def test_neuron_reads_one_unit_shifted_by_the_canvas_margin(block3: torch.Tensor) -> None:
     assert Neuron((5, 9), x=3, y=7)(block3).tolist() == [block3[0, 5, 7, 3], block3[1, 9, 7, 3]]
-    shifted = Neuron((5, 5), x=3, y=7)(block3, Frame(offset=2.0))
+    shifted = Neuron((5, 5), x=3, y=7)(block3, offset=2.0)
     assert shifted.tolist() == [block3[0, 5, 9, 5], block3[1, 5, 9, 5]]
 
 

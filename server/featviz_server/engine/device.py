@@ -21,16 +21,14 @@ def use_bf16(enabled: bool) -> None:
     _settings["bf16"] = enabled
 
 
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def prepare(model: nn.Module) -> torch.device:
     """Configure torch (and the model's layout) for the model's device; idempotent and cheap."""
-    device = model_device(model)
+    weight = next(model.parameters())
+    device = weight.device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        model.to(memory_format=torch.channels_last)
+        if not weight.is_contiguous(memory_format=torch.channels_last):  # once per model
+            model.to(memory_format=torch.channels_last)
     elif not _settings["threads_set"]:
         torch.set_num_threads(len(os.sched_getaffinity(0)))
         _settings["threads_set"] = True

@@ -2,7 +2,7 @@
 
 A term maps the target layer's activations of a batch, (n, C, h, w), to one value per image, so
 that every image is optimized on its own value and batches stay independent. Terms combine with
-`+`, `-`, scalar `*` and unary `-`: `channel(cs) - 0.5 * neuron(cs) + diversity(groups, 10.0)`.
+`+`, `-`, scalar `*` and unary `-`: `Channel(cs) - 0.5 * Neuron(cs, 3, 3) + 10.0 * Diversity(cs)`.
 """
 
 from __future__ import annotations
@@ -16,19 +16,11 @@ import torch.nn.functional as F
 from .job import Job
 
 
-@dataclass(frozen=True)
-class Frame:
-    """Where the image sits in the activations: layer-unit position p of the plain image at full
-    size lies at p * scale + offset in the activations being scored."""
-
-    scale: float = 1.0
-    offset: float = 0.0
-
-
 class Term:
-    """A per-image objective; subclasses implement `__call__`."""
+    """A per-image objective; subclasses implement `__call__`. `offset` (in layer units) is where
+    the plain image's origin lies in `activations`: the canvas may add a margin around it."""
 
-    def __call__(self, activations: torch.Tensor, frame: Frame = Frame()) -> torch.Tensor:
+    def __call__(self, activations: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
         raise NotImplementedError
 
     def __add__(self, other: Term) -> Term:
@@ -58,7 +50,7 @@ class Channel(Term):
 
     channels: tuple[int, ...]
 
-    def __call__(self, activations: torch.Tensor, frame: Frame = Frame()) -> torch.Tensor:
+    def __call__(self, activations: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
         return _per_image_channel(activations, self.channels).mean((1, 2))
 
 
@@ -70,10 +62,10 @@ class Neuron(Term):
     x: int
     y: int
 
-    def __call__(self, activations: torch.Tensor, frame: Frame = Frame()) -> torch.Tensor:
+    def __call__(self, activations: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
         h, w = activations.shape[-2:]
-        x = min(max(round(self.x * frame.scale + frame.offset), 0), w - 1)
-        y = min(max(round(self.y * frame.scale + frame.offset), 0), h - 1)
+        x = min(max(round(self.x + offset), 0), w - 1)
+        y = min(max(round(self.y + offset), 0), h - 1)
         return _per_image_channel(activations, self.channels)[:, y, x]
 
 
@@ -84,7 +76,7 @@ class Diversity(Term):
 
     groups: tuple[int, ...]
 
-    def __call__(self, activations: torch.Tensor, frame: Frame = Frame()) -> torch.Tensor:
+    def __call__(self, activations: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
         flat = activations.flatten(2)
         grams = F.normalize((flat @ flat.transpose(1, 2)).flatten(1), dim=1, eps=1e-10)
         similarity = grams @ grams.T
@@ -100,8 +92,8 @@ class WeightedSum(Term):
 
     terms: tuple[tuple[float, Term], ...]
 
-    def __call__(self, activations: torch.Tensor, frame: Frame = Frame()) -> torch.Tensor:
-        return sum(weight * term(activations, frame) for weight, term in self.terms)
+    def __call__(self, activations: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
+        return sum(weight * term(activations, offset) for weight, term in self.terms)
 
     def __mul__(self, weight: float) -> Term:
         return WeightedSum(tuple((weight * w, term) for w, term in self.terms))

@@ -46,7 +46,8 @@ PRESETS: dict[str, Recipe] = {
 }
 # featviz's default: Lucid's parameterization with a high, cosine-decayed learning rate and
 # transforms that keep the canvas at the image size (no pad) for the first half, then the plain
-# image: it reaches the lucid preset's 512-step activation in about a quarter of its steps.
+# image: it reaches the lucid preset's 512-step activation in a quarter of the steps and about a
+# fifth of the time (bench/engine.py; docs/engine.md says what else was tried).
 PRESETS["fast"] = dataclasses.replace(
     PRESETS["lucid"],
     steps=256,

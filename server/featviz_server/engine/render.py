@@ -20,7 +20,7 @@ from . import device as devices
 from .forward import activations
 from .images import display, to_numpy, to_uint8
 from .job import Cancelled, Job, Progress, RenderResult, Transforms
-from .objectives import Frame, objective, unit
+from .objectives import objective, unit
 from .optimizers import learning_rate, make_optimizer
 from .parameterizations import make_image
 from .regularizers import penalty
@@ -104,7 +104,7 @@ class Run:
 
     def _loss(self, images: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
         pad = self.transforms.pad if self.transforms else 0
-        values = self.objective(layer_output.float(), Frame(offset=pad / self.stride))
+        values = self.objective(layer_output.float(), pad / self.stride)
         self.values = values.detach()
         r = self.recipe
         return (
