@@ -11,10 +11,11 @@ from .job import DisplayName
 def display(images: torch.Tensor, mode: DisplayName) -> torch.Tensor:
     """(n, 3, h, w) network input -> display floats in [0, 1].
 
-    "clip": as is. "standardize": Chollet's deprocessing of unbounded images, per image: zero
-    mean, unit std (+1e-5), x0.1, +0.5, then clip.
+    "clip": as is. "standardize": Chollet's deprocessing of unbounded images, per image and in
+    0-255 units (where his epsilon lives): zero mean, unit std (+1e-5), x0.1, +0.5, then clip.
     """
     if mode == "standardize":
+        images = images * 255.0
         flat = images.flatten(1)
         mean = flat.mean(1).view(-1, 1, 1, 1)
         std = flat.std(1, correction=0).view(-1, 1, 1, 1)
