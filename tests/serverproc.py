@@ -148,7 +148,7 @@ def start_server(
             )
         server = None
         try:
-            server = _started(process, log_path, root_cert)
+            server = attach(process, log_path, root_cert)
             if wait:
                 server.wait_serving()
             yield server
@@ -171,7 +171,7 @@ def _stop(process: subprocess.Popen[str], timeout: float) -> int:
     return process.returncode
 
 
-def _started(
+def attach(
     process: subprocess.Popen[str], log_path: Path, root_cert: bytes | None
 ) -> ServerProcess:
     """Read stdout up to the listening line (the metrics line, if any, comes before it)."""

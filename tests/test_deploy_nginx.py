@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from serverproc import ServerProcess, _started, start_server
+from serverproc import ServerProcess, attach, start_server
 
 import featviz
 
@@ -106,7 +106,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerPr
             env=env,
         )
     try:
-        entrypoint_replica = _started(process, log_path, None)
+        entrypoint_replica = attach(process, log_path, None)
         with start_server("--metrics-port", "0") as replica:
             entrypoint_replica.wait_serving()
             yield [replica, entrypoint_replica]
