@@ -69,7 +69,7 @@ class Settings:
     weights_source: Path | None = None
     device: str | None = None
     max_concurrent_runs: int = 4
-    queue_size: int = 16
+    queue_size: int = 64  # FIFO is fair: a queued request is never overtaken by a retrying one
     max_channels: int = 512
     max_images_per_channel: int = 8
     max_images: int = 512
