@@ -23,8 +23,9 @@ from .model import PREPROCESSING, VGG16
 from .weights import atomic_path, file_sha256, tensors_sha256
 
 EXPORT_FILE = f"{MODEL_NAME}_featviz.onnx"
-# Bump when the graph's interface or construction changes, so that cached exports are rebuilt.
-EXPORT_FORMAT = 1
+# Bump when the graph's interface or construction changes, so that cached exports are rebuilt;
+# the exporter's version is part of it too (another torch writes other bytes).
+EXPORT_FORMAT = f"2/torch-{torch.__version__}"
 OPSET = 18
 INPUT_NAME = "image"
 OUTPUT_NAMES = tuple(layer.name for layer in LAYERS)
