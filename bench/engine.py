@@ -79,7 +79,7 @@ def overhead(model: VGG16, layer: str, channels: tuple[int, ...], steps: int) ->
     job = Job(layer, channels, recipe("fast", steps=steps))
     network = model.cut(layer)
     warm_up = Run(job, model)  # first calls allocate and pick kernels: not what is measured
-    advance(model, [warm_up])
+    advance([warm_up])
     Channel(channels)(network(torch.rand(len(channels), 3, warm_up.canvas, warm_up.canvas)))
     run = Run(job, model)
     engine_time = bare_time = 0.0
@@ -89,7 +89,7 @@ def overhead(model: VGG16, layer: str, channels: tuple[int, ...], steps: int) ->
 
         def engine_block(block: int = block) -> None:
             for _ in range(block):
-                advance(model, [run])
+                advance([run])
 
         def bare_block(block: int = block, batch: torch.Tensor = batch) -> None:
             for _ in range(block):
@@ -121,7 +121,7 @@ def timed_render(model: VGG16, layer: str, channel: int, preset: str, steps: int
     pixels, start = 0, time.perf_counter()
     while not run.done:
         pixels += run.canvas**2
-        advance(model, [run])
+        advance([run])
     seconds = time.perf_counter() - start
     result = run.result()
     return Timed(steps, seconds, result.activation[0], pixels, result.images[0])

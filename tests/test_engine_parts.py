@@ -33,7 +33,7 @@ def block3(model: VGG16) -> torch.Tensor:
     """block3_conv1 activations of two random 48-px images."""
     torch.manual_seed(0)
     with torch.no_grad():
-        return activations(model, "block3_conv1", torch.rand(2, 3, 48, 48))
+        return activations(model.cut("block3_conv1"), torch.rand(2, 3, 48, 48))
 
 
 # --- objectives --------------------------------------------------------------------------------
@@ -247,15 +247,16 @@ def test_regularized_renders_are_calmer(model: VGG16, weight: str) -> None:
 
 
 def test_redirected_relu_revives_a_dead_channel_only_where_asked(model: VGG16) -> None:
+    network = model.cut("block1_conv2")
     grey = torch.full((1, 3, 32, 32), 0.5)
     with torch.no_grad():
-        dead = (activations(model, "block1_conv2", grey).amax((0, 2, 3)) == 0).nonzero()
+        dead = (activations(network, grey).amax((0, 2, 3)) == 0).nonzero()
     channel = int(dead[0])  # many block1 channels are zero on a grey image
 
     def gradient(redirect: bool) -> torch.Tensor:
         x = grey.repeat(2, 1, 1, 1).requires_grad_(True)
         mask = torch.tensor([redirect, False])
-        out = activations(model, "block1_conv2", x, mask)
+        out = activations(network, x, mask)
         (-out[:, channel].mean((1, 2))).sum().backward()
         return x.grad
 
@@ -263,8 +264,8 @@ def test_redirected_relu_revives_a_dead_channel_only_where_asked(model: VGG16) -
     revived = gradient(True)
     assert revived[0].abs().sum() > 0 and revived[1].abs().sum() == 0
     with torch.no_grad():
-        plain = activations(model, "block1_conv2", grey)
-        assert torch.equal(activations(model, "block1_conv2", grey, torch.tensor([True])), plain)
+        plain = activations(network, grey)
+        assert torch.equal(activations(network, grey, torch.tensor([True])), plain)
 
 
 # --- device ------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_every_block1_conv2_channel_beats_the_median_natural_photo(
 def test_dead_channels_come_back_only_thanks_to_the_redirected_relu(model: VGG16) -> None:
     job = Job("block1_conv2", tuple(range(64)), recipe("fast", size=32, steps=12))
     with torch.no_grad():
-        start = activations(model, job.layer, Run(job, model).image())
+        start = activations(model.cut(job.layer), Run(job, model).image())
     peaks = start[torch.arange(64), torch.arange(64)].amax((1, 2))
     dead = tuple(int(c) for c in (peaks == 0).nonzero())
     assert len(dead) >= 2  # a near-grey start leaves several block1 channels at exactly zero

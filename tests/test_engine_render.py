@@ -55,10 +55,10 @@ def test_a_job_is_bitwise_the_same_alone_or_batched_with_other_runs(model: VGG16
     alone = render(model, mine)
 
     runs = {"mine": Run(mine, model), "other": Run(other, model)}
-    advance(model, [runs["mine"]])  # mine starts earlier: the batch mixes steps (and redirects)
+    advance([runs["mine"]])  # mine starts earlier: the batch mixes steps (and redirects)
     runs["late"] = Run(late, model)
     while not runs["mine"].done:
-        advance(model, [run for run in runs.values() if not run.done])
+        advance([run for run in runs.values() if not run.done])
 
     together = runs["mine"].result()
     assert np.array_equal(together.images, alone.images)
@@ -116,10 +116,10 @@ def test_advance_refuses_runs_that_cannot_share_a_batch(model: VGG16) -> None:
     a = Run(small_job(), model)
     b = Run(small_job(layer="block1_conv2"), model)
     with pytest.raises(ValueError, match="batch_key"):
-        advance(model, [a, b])
+        advance([a, b])
     done = Run(small_job(recipe=recipe("fast", size=40, steps=0)), model)
     with pytest.raises(ValueError, match="finished"):
-        advance(model, [done])
+        advance([done])
 
 
 def test_transforms_can_end_early_which_changes_the_canvas(model: VGG16) -> None:
@@ -127,7 +127,7 @@ def test_transforms_can_end_early_which_changes_the_canvas(model: VGG16) -> None
     keys = []
     while not run.done:
         keys.append(run.batch_key)
-        advance(model, [run])
+        advance([run])
     assert [key[1] for key in keys] == [64, 64, 40, 40]
 
 
@@ -135,7 +135,7 @@ def test_learning_rate_decays_to_zero_with_the_cosine_schedule(model: VGG16) -> 
     run = Run(small_job(recipe=recipe("fast", size=40, steps=4)), model)
     rates = []
     while not run.done:
-        advance(model, [run])
+        advance([run])
         rates.append(run.optimizer.param_groups[0]["lr"])
     assert rates == pytest.approx(
         [0.4, 0.4 * 0.5 * (1 + 0.5**0.5), 0.2, 0.4 * 0.5 * (1 - 0.5**0.5)]
@@ -173,7 +173,7 @@ def test_classic_preset_is_chollets_formula_step_for_step(model: VGG16) -> None:
     history, deprocessed = chollet(model, "block3_conv1", 17, seed=3, size=48, steps=5)
     run = Run(job, model)
     for expected in history:
-        advance(model, [run])
+        advance([run])
         assert torch.equal(run.image.tensor.detach(), expected)
     image = run.result().images[0]
     # numpy's float32 mean/std sum in another order than torch's: a pixel may differ by one level

@@ -12,7 +12,7 @@ import torch
 from skimage import data
 from skimage.transform import resize
 
-from featviz_server.architecture import LAYERS, geometry, layer_index
+from featviz_server.architecture import LAYERS, layer_geometry, layer_index
 from featviz_server.model import VGG16
 from featviz_server.weights import (
     WEIGHTS_SHA256,
@@ -107,7 +107,7 @@ def test_cut_returns_exactly_the_layer_output(model: VGG16, layer: str) -> None:
         expected = activations(model, image)[layer]
         actual = model.cut(layer)(image)
     assert torch.equal(actual, expected)
-    shape = next(g for g in geometry(40, 56) if g.layer.name == layer)
+    shape = layer_geometry(layer, 40, 56)
     assert actual.shape == (1, shape.layer.channels, shape.output_height, shape.output_width)
 
 

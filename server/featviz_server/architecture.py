@@ -80,6 +80,11 @@ def geometry(height: int, width: int | None = None) -> list[LayerGeometry]:
     return result
 
 
+def layer_geometry(name: str, height: int, width: int | None = None) -> LayerGeometry:
+    """`geometry` of one layer; KeyError for unknown names."""
+    return geometry(height, width)[layer_index(name)]
+
+
 def layer_index(name: str) -> int:
     """Position of a layer in forward order; KeyError for unknown names."""
     return LAYERS.index(LAYERS_BY_NAME[name])

@@ -9,8 +9,9 @@ the pre-activation up. It is chosen per image, so a batch can mix runs at differ
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from ..model import VGG16, ConvReLU
+from ..model import ConvReLU
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -33,11 +34,12 @@ class _RedirectedReLU(torch.autograd.Function):
 
 
 def activations(
-    model: VGG16, layer: str, images: torch.Tensor, redirect: torch.Tensor | None = None
+    network: nn.Sequential, images: torch.Tensor, redirect: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """`layer`'s output for `images`; `redirect` (n,) bool picks images with redirected ReLUs."""
+    """The cut `network`'s output for `images` (`VGG16.cut(layer)`, built once per run, not per
+    step); `redirect` (n,) bool picks images with redirected ReLUs."""
     x = images
-    for module in model.cut(layer):
+    for module in network:
         if redirect is not None and isinstance(module, ConvReLU):
             x = _RedirectedReLU.apply(module.conv(x), redirect)
         else:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 import torch
 
-from ..architecture import LAYERS_BY_NAME, MIN_INPUT_SIZE, LayerGeometry, geometry
+from ..architecture import LAYERS_BY_NAME, MIN_INPUT_SIZE, layer_geometry
 from ..model import VGG16
 from . import device as devices
 from .forward import activations
@@ -43,13 +43,9 @@ def validate(job: Job) -> None:
     if job.recipe.size < MIN_INPUT_SIZE:
         raise ValueError(f"size: {job.recipe.size} is below the minimum {MIN_INPUT_SIZE}")
     if job.objective.neuron is not None:
-        side = _layer_geometry(job).output_width
+        side = layer_geometry(job.layer, job.recipe.size).output_width
         if not all(0 <= v < side for v in job.objective.neuron):
             raise ValueError(f"objective.neuron: {job.objective.neuron} is outside 0..{side - 1}")
-
-
-def _layer_geometry(job: Job) -> LayerGeometry:
-    return next(g for g in geometry(job.recipe.size) if g.layer.name == job.layer)
 
 
 class Run:
@@ -57,12 +53,13 @@ class Run:
 
     def __init__(self, job: Job, model: VGG16) -> None:
         validate(job)
-        self.job, self.recipe, self.model = job, job.recipe, model
+        self.job, self.recipe = job, job.recipe
         self.device = devices.prepare(model)
+        self.network = model.cut(job.layer)
         self.generators = [torch.Generator().manual_seed(seed) for _, seed in job.images]
         self.image = make_image(self.recipe, self.generators, self.device)
         self.optimizer = make_optimizer(self.recipe, [self.image.tensor])
-        layer = _layer_geometry(job)
+        layer = layer_geometry(job.layer, job.recipe.size)
         self.stride = layer.stride
         self.objective = objective(job, layer.output_width)
         self.unit = unit(job, layer.output_width)
@@ -128,6 +125,10 @@ class Run:
         shown = display(images, self.recipe.display)
         return images, shown, to_uint8(shown, self.recipe.display)
 
+    def cancelled(self) -> Cancelled:
+        """The error that ends this run before its last step."""
+        return Cancelled(f"cancelled at step {self.step} of {self.recipe.steps}")
+
     def progress(self) -> Progress:
         _, _, pixels = self._display()
         return Progress(self.step, self.recipe.steps, self.values.tolist(), to_numpy(pixels))
@@ -137,7 +138,7 @@ class Run:
         """Final images, the objective of each (without transforms) and the mean activation of
         its unit on the 8-bit image, as a user would measure it."""
         images, shown, pixels = self._display()
-        both = activations(self.model, self.job.layer, torch.cat([images, pixels / 255.0]))
+        both = activations(self.network, torch.cat([images, pixels / 255.0]))
         plain, quantized = both.float().split(len(self))
         return RenderResult(
             images=to_numpy(pixels),
@@ -150,7 +151,7 @@ class Run:
         )
 
 
-def advance(model: VGG16, runs: Sequence[Run]) -> None:
+def advance(runs: Sequence[Run]) -> None:
     """One optimization step for every run, in ONE forward/backward through the cut network."""
     if not runs:
         return
@@ -164,7 +165,7 @@ def advance(model: VGG16, runs: Sequence[Run]) -> None:
         seen = [network_input for _, network_input in prepared]
         batch = seen[0] if len(seen) == 1 else torch.cat(seen)
         batch = batch.contiguous(memory_format=devices.memory_format(device))
-        layer_output = activations(model, runs[0].job.layer, batch, _redirect(runs))
+        layer_output = activations(runs[0].network, batch, _redirect(runs))
     parts = layer_output.split([len(run) for run in runs])
     loss = sum(
         run._loss(images, part)
@@ -198,8 +199,8 @@ def render(
     run = Run(job, model)
     while not run.done:
         if cancel is not None and cancel.is_set():
-            raise Cancelled(f"cancelled at step {run.step} of {run.recipe.steps}")
-        advance(model, [run])
+            raise run.cancelled()
+        advance([run])
         if on_progress is not None and progress_every and run.step % progress_every == 0:
             on_progress(run.progress())
     return run.result(return_float)

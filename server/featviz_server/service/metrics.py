@@ -31,7 +31,7 @@ class Metrics:
         )
         self.active_runs = Gauge(
             "featviz_active_runs",
-            "Runs being optimized now (until their thread stops).",
+            "Runs being optimized now (until they leave the batcher).",
             registry=registry,
         )
         self.run_duration = Histogram(

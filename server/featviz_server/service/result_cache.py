@@ -79,7 +79,8 @@ class ResultCache:
         entries = []
         for path in self._directory.glob("*.npz"):
             try:
-                entries.append((path.stat().st_mtime, path.stat().st_size, path))
+                stat = path.stat()
+                entries.append((stat.st_mtime, stat.st_size, path))
             except FileNotFoundError:  # evicted meanwhile by another replica
                 continue
         total = sum(size for _, size, _ in entries)

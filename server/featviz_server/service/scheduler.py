@@ -327,9 +327,7 @@ class Batcher:
             for ticket in arrivals:
                 self._join(ticket)
             for ticket in [t for t in self._runs if t.cancel.is_set()]:
-                run = self._runs[ticket]
-                stopped = f"cancelled at step {run.step} of {run.recipe.steps}"
-                self._leave(ticket, engine.Cancelled(stopped))
+                self._leave(ticket, self._runs[ticket].cancelled())
             if self._runs:
                 self._step(self._next_batch())
 
@@ -361,7 +359,7 @@ class Batcher:
     def _step(self, batch: list[_Ticket]) -> None:
         runs = [self._runs[ticket] for ticket in batch]
         try:
-            engine.advance(self._model, runs)
+            engine.advance(runs)
         except Exception as error:  # the whole batch failed together
             for ticket in batch:
                 self._leave(ticket, error)

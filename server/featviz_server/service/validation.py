@@ -16,7 +16,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from featviz.v1 import featviz_pb2 as pb
 
 from .. import engine
-from ..architecture import LAYERS, LAYERS_BY_NAME, MIN_INPUT_SIZE, geometry, layer_index
+from ..architecture import LAYERS, LAYERS_BY_NAME, MIN_INPUT_SIZE, layer_geometry
 from ..config import Settings
 
 DEFAULT_DESCRIBE_SIZE = 224
@@ -227,7 +227,7 @@ def _objective(objective: pb.Objective, layer: str, size: int) -> engine.Objecti
         raise InvalidArgument(name, "only allowed with objective.kind OBJECTIVE_KIND_NEURON")
     neuron = None
     if has_position:
-        shape = geometry(size)[layer_index(layer)]
+        shape = layer_geometry(layer, size)
         where = f"{layer} is {shape.output_width}x{shape.output_height} at {size} px"
         x = objective.neuron_x if objective.HasField("neuron_x") else shape.output_width // 2
         y = objective.neuron_y if objective.HasField("neuron_y") else shape.output_height // 2
