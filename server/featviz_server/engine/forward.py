@@ -4,6 +4,11 @@ A channel that is zero everywhere on the start image passes no gradient through 
 plain ascent never moves it (many block1 channels from a grey start). The redirected ReLU lets
 gradient through for an image whose layer would otherwise pass none, but only where it pushes
 the pre-activation up. It is chosen per image, so a batch can mix runs at different steps.
+
+One image gives the same result alone as inside a batch: PyTorch convolves a lone small CPU input
+(batch 1, at most 20,480 elements; `use_mkldnn` in ATen's Convolution.cpp) with its native kernel
+instead of oneDNN, and the two differ in the last bits, so such an input is convolved beside a
+copy of itself, whose output is dropped (cheap: the input is small).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import torch
 from torch import nn
 
 from ..model import ConvReLU
+
+NATIVE_CONV_MAX_ELEMENTS = 20480  # ATen: a lone CPU input up to this size skips oneDNN
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -40,8 +47,17 @@ def activations(
     step); `redirect` (n,) bool picks images with redirected ReLUs."""
     x = images
     for module in network:
-        if redirect is not None and isinstance(module, ConvReLU):
-            x = _RedirectedReLU.apply(module.conv(x), redirect)
-        else:
+        if not isinstance(module, ConvReLU):
             x = module(x)
+        elif redirect is None:
+            x = module.relu(_convolve(module.conv, x))
+        else:
+            x = _RedirectedReLU.apply(_convolve(module.conv, x), redirect)
     return x
+
+
+def _convolve(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)`, through oneDNN even for a lone small CPU image (see the module docstring)."""
+    if x.device.type == "cpu" and len(x) == 1 and x.numel() <= NATIVE_CONV_MAX_ELEMENTS:
+        return conv(x.expand(2, -1, -1, -1))[:1]
+    return conv(x)

@@ -3,8 +3,8 @@ of compatible runs forward by one batched forward/backward, and `render` is the 
 
 Runs of different jobs can share `advance` (continuous batching) because nothing couples the
 images of a batch: each run has its own parameters, optimizer and per-image random generators,
-every loss term is per image, and the CPU network is batch-invariant for batches of two or more
-images (docs/engine.md: a one-image batch may differ in the last bits).
+every loss term is per image, and the CPU network is batch-invariant (forward.activations,
+docs/engine.md).
 """
 
 from __future__ import annotations
