@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from featviz_server.engine import Job, Objective, Transforms, recipe, render
+from featviz_server.engine import Job, Objective, Run, Transforms, recipe, render
 from featviz_server.engine import device as devices
-from featviz_server.engine.forward import activations
+from featviz_server.engine.forward import activations, apply_layer
 from featviz_server.engine.objectives import Channel, Diversity, Neuron, objective, unit
 from featviz_server.engine.parameterizations import (
     COLOR_DECORRELATION,
@@ -266,6 +266,42 @@ def test_redirected_relu_revives_a_dead_channel_only_where_asked(model: VGG16) -
     with torch.no_grad():
         plain = activations(network, grey)
         assert torch.equal(activations(network, grey, torch.tensor([True])), plain)
+
+
+# --- the narrowed target layer ------------------------------------------------------------------
+
+
+def test_a_narrowed_layer_is_each_images_own_channel_with_the_same_gradient(model: VGG16) -> None:
+    network = model.cut("block2_conv2")
+    head, target = network[:-1], network[-1]
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 40, 40)
+    channels = [5, 77, 5]
+
+    def forward_backward(narrowed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        x = images.clone().requires_grad_(True)
+        hidden = activations(head, x)
+        if narrowed:
+            out = apply_layer(target, hidden, channels=channels)[:, 0]
+        else:
+            out = apply_layer(target, hidden)[torch.arange(3), channels]
+        out.mean((1, 2)).sum().backward()
+        return out.detach(), x.grad
+
+    narrow, full = forward_backward(True), forward_backward(False)
+    assert narrow[0].amax() > 10 and narrow[1].abs().amax() > 0  # not a blank comparison
+    torch.testing.assert_close(narrow[0], full[0], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(narrow[1], full[1], rtol=1e-4, atol=1e-6)
+
+
+def test_runs_narrow_the_target_layer_only_when_the_objective_allows(model: VGG16) -> None:
+    fast = recipe("fast", size=32, steps=1)
+    assert Run(Job("block1_conv2", (3, 9), fast), model).channels == [3, 9]
+    assert Run(Job("block1_pool", (3,), fast), model).channels is None  # not a conv layer
+    diverse = Job("block1_conv2", (3,), fast, Objective(diversity=1.0), images_per_channel=2)
+    assert Run(diverse, model).channels is None  # diversity reads every channel
+    with pytest.raises(ValueError, match="objective: diversity"):
+        objective(diverse, 32, narrowed=True)
 
 
 # --- device ------------------------------------------------------------------------------------

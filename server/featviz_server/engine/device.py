@@ -40,6 +40,13 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
+def narrows_target_layer(device: torch.device) -> bool:
+    """Compute only each image's own channel of the target layer, image by image? On the CPU the
+    skipped channels are most of a block1 step; on CUDA the full batched layer is one kernel,
+    where a per-image loop would cost a launch per image (not measured: no GPU was lent)."""
+    return device.type == "cpu"
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA when enabled, else a no-op."""
     if device.type == "cuda" and _settings["bf16"]:

@@ -1,9 +1,13 @@
-"""The cut network's forward pass, with Lucid's redirected ReLU for chosen images.
+"""The cut network's forward pass, with Lucid's redirected ReLU for chosen images, and the target
+layer narrowed to the channels the objective reads.
 
 A channel that is zero everywhere on the start image passes no gradient through its ReLU, so
 plain ascent never moves it (many block1 channels from a grey start). The redirected ReLU lets
 gradient through for an image whose layer would otherwise pass none, but only where it pushes
 the pre-activation up. It is chosen per image, so a batch can mix runs at different steps.
+
+Narrowing: a channel objective reads one channel of the target layer per image, so computing the
+layer's other channels (and their gradients) is waste; for block1_conv2 it is most of the step.
 
 One image gives the same result alone as inside a batch: PyTorch convolves a lone small CPU input
 (batch 1, at most 20,480 elements; `use_mkldnn` in ATen's Convolution.cpp) with its native kernel
@@ -13,7 +17,10 @@ copy of itself, whose output is dropped (cheap: the input is small).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..model import ConvReLU
@@ -47,17 +54,35 @@ def activations(
     step); `redirect` (n,) bool picks images with redirected ReLUs."""
     x = images
     for module in network:
-        if not isinstance(module, ConvReLU):
-            x = module(x)
-        elif redirect is None:
-            x = module.relu(_convolve(module.conv, x))
-        else:
-            x = _RedirectedReLU.apply(_convolve(module.conv, x), redirect)
+        x = apply_layer(module, x, redirect)
     return x
 
 
-def _convolve(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """`conv(x)`, through oneDNN even for a lone small CPU image (see the module docstring)."""
+def apply_layer(
+    module: nn.Module,
+    x: torch.Tensor,
+    redirect: torch.Tensor | None = None,
+    channels: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """One module of the network; for a conv layer, `channels` (one per image) narrows its output
+    to each image's own channel, (n, 1, h, w)."""
+    if not isinstance(module, ConvReLU):
+        return module(x)
+    conv = module.conv
+    if channels is None:
+        y = _convolve(x, conv.weight, conv.bias)
+    else:
+        y = torch.cat(
+            [
+                _convolve(image, conv.weight[c : c + 1], conv.bias[c : c + 1])
+                for image, c in zip(x.split(1), channels, strict=True)
+            ]
+        )
+    return module.relu(y) if redirect is None else _RedirectedReLU.apply(y, redirect)
+
+
+def _convolve(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A Keras 3x3 'same' convolution, through oneDNN even for a lone small CPU image."""
     if x.device.type == "cpu" and len(x) == 1 and x.numel() <= NATIVE_CONV_MAX_ELEMENTS:
-        return conv(x.expand(2, -1, -1, -1))[:1]
-    return conv(x)
+        return F.conv2d(x.expand(2, -1, -1, -1), weight, bias, padding=1)[:1]
+    return F.conv2d(x, weight, bias, padding=1)

@@ -101,20 +101,30 @@ class WeightedSum(Term):
     __rmul__ = __mul__
 
 
-def unit(job: Job, output_size: int) -> Term:
+def reads_own_channel_only(job: Job) -> bool:
+    """Does the job's objective read nothing but each image's own channel? (Diversity compares
+    every channel.) Then the engine computes only those channels of the target layer."""
+    return not job.objective.diversity
+
+
+def unit(job: Job, output_size: int, narrowed: bool = False) -> Term:
     """The job's target unit per image (channel mean or neuron), not negated: what users measure.
-    `output_size` is the layer's output side for the plain image (for the default centre)."""
-    channels = tuple(channel for channel, _ in job.images)
+    `output_size` is the layer's output side for the plain image (for the default centre);
+    `narrowed`: read activations already narrowed to each image's channel, (n, 1, h, w)."""
+    channels = tuple(0 if narrowed else channel for channel, _ in job.images)
     if job.objective.kind == "channel":
         return Channel(channels)
     x, y = job.objective.neuron or (output_size // 2, output_size // 2)
     return Neuron(channels, x, y)
 
 
-def objective(job: Job, output_size: int) -> Term:
+def objective(job: Job, output_size: int, narrowed: bool = False) -> Term:
     """What each image of `job` maximizes: its unit (negated on request) plus diversity."""
-    term = -unit(job, output_size) if job.objective.negate else unit(job, output_size)
+    term = unit(job, output_size, narrowed)
+    term = -term if job.objective.negate else term
     if job.objective.diversity:
+        if narrowed:
+            raise ValueError("objective: diversity reads every channel; it cannot be narrowed")
         groups = tuple(channel for channel, _ in job.images)
         term = term + job.objective.diversity * Diversity(groups)
     return term

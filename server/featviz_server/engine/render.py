@@ -18,10 +18,10 @@ import torch
 from ..architecture import LAYERS_BY_NAME, MIN_INPUT_SIZE, layer_geometry
 from ..model import VGG16
 from . import device as devices
-from .forward import activations
+from .forward import activations, apply_layer
 from .images import display, to_numpy, to_uint8
 from .job import Cancelled, Job, Progress, RenderResult, Transforms
-from .objectives import objective, unit
+from .objectives import objective, reads_own_channel_only, unit
 from .optimizers import learning_rate, make_optimizer
 from .parameterizations import make_image
 from .regularizers import penalty
@@ -56,13 +56,23 @@ class Run:
         self.job, self.recipe = job, job.recipe
         self.device = devices.prepare(model)
         self.network = model.cut(job.layer)
+        self.head, self.target = self.network[:-1], self.network[-1]
         self.generators = [torch.Generator().manual_seed(seed) for _, seed in job.images]
         self.image = make_image(self.recipe, self.generators, self.device)
         self.optimizer = make_optimizer(self.recipe, [self.image.tensor])
         layer = layer_geometry(job.layer, job.recipe.size)
         self.stride = layer.stride
-        self.objective = objective(job, layer.output_width)
+        self.objective = objective(job, layer.output_width)  # on the whole layer: results
         self.unit = unit(job, layer.output_width)
+        # While optimizing, compute only each image's own channel of the target layer when that
+        # is all the objective reads (forward.py; devices.narrows_target_layer says where).
+        narrowed = (
+            devices.narrows_target_layer(self.device)
+            and LAYERS_BY_NAME[job.layer].kind == "conv"
+            and reads_own_channel_only(job)
+        )
+        self.channels = [channel for channel, _ in job.images] if narrowed else None
+        self.step_objective = objective(job, layer.output_width, narrowed)
         self.step = 0
         self.values = torch.zeros(len(job.images))  # each image's objective at the last step
         self._started = time.perf_counter()
@@ -85,6 +95,11 @@ class Run:
         return (self.job.layer, self.canvas, self.device)
 
     @property
+    def redirecting(self) -> bool:
+        """Does this step still use redirected ReLUs?"""
+        return self.step < self.recipe.redirect_relu_steps
+
+    @property
     def done(self) -> bool:
         return self.step >= self.recipe.steps
 
@@ -100,9 +115,16 @@ class Run:
         thetas = random_affines(transforms, self.recipe.size, self.generators)
         return images, warp(images, thetas, self.canvas)
 
+    def _target_layer(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The target layer on this run's part of the batch (narrowed when `channels` is set)."""
+        redirect = None
+        if self.redirecting:
+            redirect = torch.ones(len(self), dtype=torch.bool, device=hidden.device)
+        return apply_layer(self.target, hidden, redirect, self.channels)
+
     def _loss(self, images: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
         pad = self.transforms.pad if self.transforms else 0
-        values = self.objective(layer_output.float(), pad / self.stride)
+        values = self.step_objective(layer_output.float(), pad / self.stride)
         self.values = values.detach()
         r = self.recipe
         return (
@@ -152,7 +174,8 @@ class Run:
 
 
 def advance(runs: Sequence[Run]) -> None:
-    """One optimization step for every run, in ONE forward/backward through the cut network."""
+    """One optimization step for every run, in ONE forward/backward through the cut network
+    (the layers before the target batched; the target layer per run, which may narrow it)."""
     if not runs:
         return
     if len({run.batch_key for run in runs}) > 1:
@@ -165,11 +188,12 @@ def advance(runs: Sequence[Run]) -> None:
         seen = [network_input for _, network_input in prepared]
         batch = seen[0] if len(seen) == 1 else torch.cat(seen)
         batch = batch.contiguous(memory_format=devices.memory_format(device))
-        layer_output = activations(runs[0].network, batch, _redirect(runs))
-    parts = layer_output.split([len(run) for run in runs])
+        hidden = activations(runs[0].head, batch, _redirect(runs))
+        parts = hidden.split([len(run) for run in runs]) if len(runs) > 1 else (hidden,)
+        outputs = [run._target_layer(part) for run, part in zip(runs, parts, strict=True)]
     loss = sum(
-        run._loss(images, part)
-        for run, (images, _), part in zip(runs, prepared, parts, strict=True)
+        run._loss(images, output)
+        for run, (images, _), output in zip(runs, prepared, outputs, strict=True)
     )
     loss.backward()
     for run in runs:
@@ -178,7 +202,7 @@ def advance(runs: Sequence[Run]) -> None:
 
 def _redirect(runs: Sequence[Run]) -> torch.Tensor | None:
     """Per image: does it still use redirected ReLUs (None when no image does)?"""
-    flags = [run.step < run.recipe.redirect_relu_steps for run in runs]
+    flags = [run.redirecting for run in runs]
     if not any(flags):
         return None
     per_image = [flag for run, flag in zip(runs, flags, strict=True) for _ in range(len(run))]
