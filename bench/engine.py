@@ -104,7 +104,8 @@ def overhead(
         def narrowed_block(block: int = block, batch: torch.Tensor = batch) -> None:
             for _ in range(block):
                 x = batch.clone().requires_grad_(True)
-                out = apply_layer(run.target, activations(run.head, x), channels=run.channels)
+                hidden = activations(run.head, x)
+                out = apply_layer(run.target, hidden, channels=run.target_channels)
                 out.mean((1, 2, 3)).sum().backward()
 
         full_time += timed(full_block)[0]

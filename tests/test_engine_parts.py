@@ -296,10 +296,10 @@ def test_a_narrowed_layer_is_each_images_own_channel_with_the_same_gradient(mode
 
 def test_runs_narrow_the_target_layer_only_when_the_objective_allows(model: VGG16) -> None:
     fast = recipe("fast", size=32, steps=1)
-    assert Run(Job("block1_conv2", (3, 9), fast), model).channels == [3, 9]
-    assert Run(Job("block1_pool", (3,), fast), model).channels is None  # not a conv layer
+    assert Run(Job("block1_conv2", (3, 9), fast), model).target_channels == [3, 9]
+    assert Run(Job("block1_pool", (3,), fast), model).target_channels is None  # not a conv layer
     diverse = Job("block1_conv2", (3,), fast, Objective(diversity=1.0), images_per_channel=2)
-    assert Run(diverse, model).channels is None  # diversity reads every channel
+    assert Run(diverse, model).target_channels is None  # diversity reads every channel
     with pytest.raises(ValueError, match="objective: diversity"):
         objective(diverse, 32, narrowed=True)
 

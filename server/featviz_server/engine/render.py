@@ -71,7 +71,7 @@ class Run:
             and LAYERS_BY_NAME[job.layer].kind == "conv"
             and reads_own_channel_only(job)
         )
-        self.channels = [channel for channel, _ in job.images] if narrowed else None
+        self.target_channels = [channel for channel, _ in job.images] if narrowed else None
         self.step_objective = objective(job, layer.output_width, narrowed)
         self.step = 0
         self.values = torch.zeros(len(job.images))  # each image's objective at the last step
@@ -116,11 +116,11 @@ class Run:
         return images, warp(images, thetas, self.canvas)
 
     def _target_layer(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The target layer on this run's part of the batch (narrowed when `channels` is set)."""
+        """The target layer on this run's part of the batch (narrowed by `target_channels`)."""
         redirect = None
         if self.redirecting:
             redirect = torch.ones(len(self), dtype=torch.bool, device=hidden.device)
-        return apply_layer(self.target, hidden, redirect, self.channels)
+        return apply_layer(self.target, hidden, redirect, self.target_channels)
 
     def _loss(self, images: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
         pad = self.transforms.pad if self.transforms else 0
