@@ -209,6 +209,9 @@ def test_ctrl_c_cancels_the_run_and_exits_130(server: ServerProcess, tmp_path: P
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a suite started in the background (`cmd &`) inherits SIGINT ignored,
+        # and Python then never raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as process:
         assert process.stderr is not None
         first_line = process.stderr.readline()
