@@ -9,7 +9,7 @@
     of the cut network on a batch of the same shape. The engine computes only each image's own
     channel of the target layer (engine/forward.py), so it is also divided by a bare pass that
     does the same: that second ratio is the engine's own cost (parameterization, warp, Adam,
-    Python). They alternate in blocks, so background load hits them alike.
+    Python). They alternate step by step, so background load hits them alike.
 (b) Time to quality, for block1_conv2 ch 14 and block5_conv2 ch 410 at 128 px, seed 0: the
     `lucid` preset runs 512 steps; its final activation (mean of the channel on the final 8-bit
     image, no transforms) is the target. The `fast` preset then runs with growing step counts;
@@ -80,37 +80,32 @@ def timed(work: Callable[[], object]) -> tuple[float, object]:
 def overhead(
     model: VGG16, layer: str, channels: tuple[int, ...], steps: int
 ) -> tuple[float, float]:
-    """Engine time over a whole `fast` run, in blocks of 8 steps, divided by the same number of
-    bare forward+backward passes (1) of the cut network (the issue's ratio) and (2) of what the
-    engine computes (only each image's own channel of the target layer): its own cost."""
+    """Engine time over a whole `fast` run divided by the same number of bare forward+backward
+    passes (1) of the cut network (the issue's ratio) and (2) of what the engine computes (only
+    each image's own channel of the target layer): its own cost. The three alternate step by
+    step, so that background load hits them alike."""
     job = Job(layer, channels, recipe("fast", steps=steps))
+    run = Run(job, model)
+
+    def full(batch: torch.Tensor) -> None:
+        x = batch.clone().requires_grad_(True)
+        Channel(channels)(run.network(x)).sum().backward()
+
+    def narrowed(batch: torch.Tensor) -> None:
+        x = batch.clone().requires_grad_(True)
+        out = apply_layer(run.target, activations(run.head, x), channels=run.target_channels)
+        out.mean((1, 2, 3)).sum().backward()
+
     warm_up = Run(job, model)  # first calls allocate and pick kernels: not what is measured
     advance([warm_up])
-    run = Run(job, model)
+    full(torch.rand(len(channels), 3, run.canvas, run.canvas))
+    narrowed(torch.rand(len(channels), 3, run.canvas, run.canvas))
     engine_time = full_time = narrowed_time = 0.0
     while not run.done:
-        block = min(8, run.recipe.steps - run.step)
         batch = torch.rand(len(channels), 3, run.canvas, run.canvas)
-
-        def engine_block(block: int = block) -> None:
-            for _ in range(block):
-                advance([run])
-
-        def full_block(block: int = block, batch: torch.Tensor = batch) -> None:
-            for _ in range(block):
-                x = batch.clone().requires_grad_(True)
-                Channel(channels)(run.network(x)).sum().backward()
-
-        def narrowed_block(block: int = block, batch: torch.Tensor = batch) -> None:
-            for _ in range(block):
-                x = batch.clone().requires_grad_(True)
-                hidden = activations(run.head, x)
-                out = apply_layer(run.target, hidden, channels=run.target_channels)
-                out.mean((1, 2, 3)).sum().backward()
-
-        full_time += timed(full_block)[0]
-        narrowed_time += timed(narrowed_block)[0]
-        engine_time += timed(engine_block)[0]
+        full_time += timed(lambda batch=batch: full(batch))[0]
+        narrowed_time += timed(lambda batch=batch: narrowed(batch))[0]
+        engine_time += timed(lambda: advance([run]))[0]
     return engine_time / full_time, engine_time / narrowed_time
 
 
