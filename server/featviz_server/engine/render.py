@@ -72,7 +72,9 @@ class Run:
             and reads_own_channel_only(job)
         )
         self.target_channels = [channel for channel, _ in job.images] if narrowed else None
-        self.step_objective = objective(job, layer.output_width, narrowed)
+        self.step_objective = (
+            objective(job, layer.output_width, narrowed=True) if narrowed else self.objective
+        )
         self.step = 0
         self.values = torch.zeros(len(job.images))  # each image's objective at the last step
         self._started = time.perf_counter()
