@@ -37,6 +37,12 @@ class Optimizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPTIMIZER_UNSPECIFIED: _ClassVar[Optimizer]
     OPTIMIZER_ADAM: _ClassVar[Optimizer]
     OPTIMIZER_NORMALIZED_ASCENT: _ClassVar[Optimizer]
+
+class StopReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STOP_REASON_UNSPECIFIED: _ClassVar[StopReason]
+    STOP_REASON_STEP_LIMIT: _ClassVar[StopReason]
+    STOP_REASON_CONVERGED: _ClassVar[StopReason]
 LAYER_KIND_UNSPECIFIED: LayerKind
 LAYER_KIND_CONV: LayerKind
 LAYER_KIND_POOL: LayerKind
@@ -53,6 +59,9 @@ PARAMETERIZATION_FOURIER: Parameterization
 OPTIMIZER_UNSPECIFIED: Optimizer
 OPTIMIZER_ADAM: Optimizer
 OPTIMIZER_NORMALIZED_ASCENT: Optimizer
+STOP_REASON_UNSPECIFIED: StopReason
+STOP_REASON_STEP_LIMIT: StopReason
+STOP_REASON_CONVERGED: StopReason
 
 class DescribeModelRequest(_message.Message):
     __slots__ = ("input_size",)
@@ -249,7 +258,7 @@ class FinalImages(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
 
 class RunSummary(_message.Message):
-    __slots__ = ("activation", "objective", "steps", "duration_seconds", "steps_per_second", "device", "queued_seconds", "cached")
+    __slots__ = ("activation", "objective", "steps", "duration_seconds", "steps_per_second", "device", "queued_seconds", "cached", "robust_activation", "saturated_fraction", "stop_reason")
     ACTIVATION_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +267,9 @@ class RunSummary(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     QUEUED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
+    ROBUST_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    SATURATED_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     activation: _containers.RepeatedScalarFieldContainer[float]
     objective: _containers.RepeatedScalarFieldContainer[float]
     steps: int
@@ -266,7 +278,10 @@ class RunSummary(_message.Message):
     device: str
     queued_seconds: float
     cached: bool
-    def __init__(self, activation: _Optional[_Iterable[float]] = ..., objective: _Optional[_Iterable[float]] = ..., steps: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., steps_per_second: _Optional[float] = ..., device: _Optional[str] = ..., queued_seconds: _Optional[float] = ..., cached: _Optional[bool] = ...) -> None: ...
+    robust_activation: _containers.RepeatedScalarFieldContainer[float]
+    saturated_fraction: _containers.RepeatedScalarFieldContainer[float]
+    stop_reason: StopReason
+    def __init__(self, activation: _Optional[_Iterable[float]] = ..., objective: _Optional[_Iterable[float]] = ..., steps: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., steps_per_second: _Optional[float] = ..., device: _Optional[str] = ..., queued_seconds: _Optional[float] = ..., cached: _Optional[bool] = ..., robust_activation: _Optional[_Iterable[float]] = ..., saturated_fraction: _Optional[_Iterable[float]] = ..., stop_reason: _Optional[_Union[StopReason, str]] = ...) -> None: ...
 
 class MaximizeResponse(_message.Message):
     __slots__ = ("queued", "progress", "final_images", "summary")
