@@ -29,7 +29,7 @@ def model(weights: Weights) -> VGG16:
 # every server start_server runs, no result cache).
 TEST_SERVER_ARGS = (
     "--max-concurrent-runs", "2", "--queue-size", "4", "--max-size", "256",
-    "--max-steps", "400", "--metrics-port", "0", "--drain-grace", "5",
+    "--max-steps", "400", "--metrics-port", "0", "--drain-grace", "5", "--exemplar-size", "64",
 )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from featviz.errors import (
     Unavailable,
     Unimplemented,
 )
+from featviz.exemplars import ChannelExemplars, Exemplar, Exemplars, ScanProgress
 from featviz.options import parse_channels
 from featviz.result import Finished, Image, Progress, Queued, Result, Retrying, Statistics, Update
 from featviz.retry import RetryPolicy
@@ -37,9 +38,12 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncClient",
     "Cancelled",
+    "ChannelExemplars",
     "ChecksumMismatch",
     "Client",
     "DeadlineExceeded",
+    "Exemplar",
+    "Exemplars",
     "FeatvizError",
     "FieldViolation",
     "Finished",
@@ -57,6 +61,7 @@ __all__ = [
     "Result",
     "RetryPolicy",
     "Retrying",
+    "ScanProgress",
     "Statistics",
     "Unauthenticated",
     "Unavailable",

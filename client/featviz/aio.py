@@ -17,6 +17,7 @@ from featviz.base import ClientBase
 from featviz.connection import TargetLike, TlsLike
 from featviz.description import ModelDescription
 from featviz.download import OnnxDownload, ProgressCallback
+from featviz.exemplars import Exemplars, ExemplarsAssembler, ExemplarUpdate, exemplars_request
 from featviz.options import ChannelsLike, maximize_request
 from featviz.result import Finished, Result, RunAssembler, Update
 from featviz.v1 import featviz_pb2
@@ -130,6 +131,28 @@ class AsyncClient(ClientBase):
         """
         request = maximize_request(layer, channels, options)  # bad options raise here, not later
         return self._updates(request)
+
+    async def find_exemplars(
+        self,
+        layer: str,
+        channels: ChannelsLike,
+        *,
+        count: int = 0,
+        on_progress: Callable[[ExemplarUpdate], Awaitable[Any] | Any] | None = None,
+    ) -> Exemplars:
+        """See `Client.find_exemplars`; `on_progress` may also be a coroutine function.
+
+        Example::
+
+            found = await client.find_exemplars("block1_conv2", [0, 1], count=4)
+        """
+        assembler = ExemplarsAssembler(layer)
+        request = exemplars_request(layer, channels, count)
+        async for response in self._attempts(self._stub.FindExemplars, request):
+            for update in assembler.feed(response):
+                if on_progress is not None and inspect.isawaitable(outcome := on_progress(update)):
+                    await outcome
+        return assembler.finish()
 
     async def _updates(self, request: featviz_pb2.MaximizeRequest) -> AsyncIterator[Update]:
         assembler = RunAssembler(request.layer)

@@ -14,6 +14,7 @@ import grpc
 from featviz.base import ClientBase
 from featviz.description import ModelDescription
 from featviz.download import OnnxDownload, ProgressCallback
+from featviz.exemplars import Exemplars, ExemplarsAssembler, ExemplarUpdate, exemplars_request
 from featviz.options import ChannelsLike, maximize_request
 from featviz.result import Finished, Result, RunAssembler, Update
 from featviz.v1 import featviz_pb2
@@ -129,6 +130,31 @@ class Client(ClientBase):
         """
         request = maximize_request(layer, channels, options)  # bad options raise here, not later
         return self._updates(request)
+
+    def find_exemplars(
+        self,
+        layer: str,
+        channels: ChannelsLike,
+        *,
+        count: int = 0,
+        on_progress: Callable[[ExemplarUpdate], Any] | None = None,
+    ) -> Exemplars:
+        """The `count` (0: the server's default, 8) crops of the server's photo collection that
+        excite each channel most and least. The first request for a layer makes the server scan
+        its collection; `on_progress` gets its `ScanProgress` (and any `Retrying`).
+
+        Example::
+
+            found = client.find_exemplars("block5_conv2", 410, count=4)
+            found.channel(410).top[0].to_pil().save("best.png")
+        """
+        assembler = ExemplarsAssembler(layer)
+        request = exemplars_request(layer, channels, count)
+        for response in self._attempts(self._stub.FindExemplars, request):
+            for update in assembler.feed(response):
+                if on_progress is not None:
+                    on_progress(update)
+        return assembler.finish()
 
     def _updates(self, request: featviz_pb2.MaximizeRequest) -> Iterator[Update]:
         assembler = RunAssembler(request.layer)

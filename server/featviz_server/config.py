@@ -48,6 +48,9 @@ HELP = {
     "result_cache_dir": "where finished results are kept (default: CACHE_DIR/results)",
     "retry_after": "seconds suggested to an overloaded client (RetryInfo)",
     "drain_grace": "seconds in-flight runs may finish after SIGTERM",
+    "exemplars_dir": "find natural exemplars among the images under this directory (recursively; "
+    "e.g. an ImageNet validation set) instead of the photos bundled with scikit-image",
+    "exemplar_size": "side in pixels of every exemplar crop, as scanned and as sent",
 }
 
 
@@ -80,6 +83,8 @@ class Settings:
     result_cache_dir: Path | None = None
     retry_after: float = 2.0
     drain_grace: float = 30.0
+    exemplars_dir: Path | None = None
+    exemplar_size: int = 128
 
     def __post_init__(self) -> None:
         """Refuse settings the server cannot honour, naming the setting."""
@@ -100,6 +105,12 @@ class Settings:
         for name in ("queue_size", "result_cache_mb"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name}: must be at least 0")
+        if not MIN_INPUT_SIZE <= self.exemplar_size <= self.max_size:
+            raise SettingsError(
+                f"exemplar_size: {self.exemplar_size} is not in {MIN_INPUT_SIZE}..{self.max_size}"
+            )
+        if self.exemplars_dir is not None and not self.exemplars_dir.is_dir():
+            raise SettingsError(f"exemplars_dir: {self.exemplars_dir} is not a directory")
         if self.retry_after < 0 or self.drain_grace < 0:
             raise SettingsError("retry_after and drain_grace: must not be negative")
 

@@ -310,3 +310,81 @@ class ExportOnnxResponse(_message.Message):
     file_name: str
     data: bytes
     def __init__(self, total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., file_name: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class FindExemplarsRequest(_message.Message):
+    __slots__ = ("layer", "channels", "count")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    channels: _containers.RepeatedScalarFieldContainer[int]
+    count: int
+    def __init__(self, layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class Exemplar(_message.Message):
+    __slots__ = ("png", "width", "height", "activation", "pre_activation", "source", "x", "y", "side")
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    PRE_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    png: bytes
+    width: int
+    height: int
+    activation: float
+    pre_activation: float
+    source: str
+    x: int
+    y: int
+    side: int
+    def __init__(self, png: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., activation: _Optional[float] = ..., pre_activation: _Optional[float] = ..., source: _Optional[str] = ..., x: _Optional[int] = ..., y: _Optional[int] = ..., side: _Optional[int] = ...) -> None: ...
+
+class ChannelExemplars(_message.Message):
+    __slots__ = ("channel", "top", "bottom")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    BOTTOM_FIELD_NUMBER: _ClassVar[int]
+    channel: int
+    top: _containers.RepeatedCompositeFieldContainer[Exemplar]
+    bottom: _containers.RepeatedCompositeFieldContainer[Exemplar]
+    def __init__(self, channel: _Optional[int] = ..., top: _Optional[_Iterable[_Union[Exemplar, _Mapping]]] = ..., bottom: _Optional[_Iterable[_Union[Exemplar, _Mapping]]] = ...) -> None: ...
+
+class ScanProgress(_message.Message):
+    __slots__ = ("photos_done", "photos_total", "skipped")
+    PHOTOS_DONE_FIELD_NUMBER: _ClassVar[int]
+    PHOTOS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    photos_done: int
+    photos_total: int
+    skipped: int
+    def __init__(self, photos_done: _Optional[int] = ..., photos_total: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
+
+class ExemplarsSummary(_message.Message):
+    __slots__ = ("collection", "photos", "skipped", "crops", "crop_size", "cached")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    CROPS_FIELD_NUMBER: _ClassVar[int]
+    CROP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    photos: int
+    skipped: int
+    crops: int
+    crop_size: int
+    cached: bool
+    def __init__(self, collection: _Optional[str] = ..., photos: _Optional[int] = ..., skipped: _Optional[int] = ..., crops: _Optional[int] = ..., crop_size: _Optional[int] = ..., cached: _Optional[bool] = ...) -> None: ...
+
+class FindExemplarsResponse(_message.Message):
+    __slots__ = ("progress", "channel", "summary")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    progress: ScanProgress
+    channel: ChannelExemplars
+    summary: ExemplarsSummary
+    def __init__(self, progress: _Optional[_Union[ScanProgress, _Mapping]] = ..., channel: _Optional[_Union[ChannelExemplars, _Mapping]] = ..., summary: _Optional[_Union[ExemplarsSummary, _Mapping]] = ...) -> None: ...

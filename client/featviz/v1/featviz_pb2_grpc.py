@@ -50,6 +50,11 @@ class FeatureVisualizationServiceStub:
                 request_serializer=featviz_dot_v1_dot_featviz__pb2.ExportOnnxRequest.SerializeToString,
                 response_deserializer=featviz_dot_v1_dot_featviz__pb2.ExportOnnxResponse.FromString,
                 _registered_method=True)
+        self.FindExemplars = channel.unary_stream(
+                '/featviz.v1.FeatureVisualizationService/FindExemplars',
+                request_serializer=featviz_dot_v1_dot_featviz__pb2.FindExemplarsRequest.SerializeToString,
+                response_deserializer=featviz_dot_v1_dot_featviz__pb2.FindExemplarsResponse.FromString,
+                _registered_method=True)
 
 
 class FeatureVisualizationServiceServicer:
@@ -78,6 +83,16 @@ class FeatureVisualizationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindExemplars(self, request, context):
+        """FindExemplars returns, for channels of a layer, the crops of the server's photo collection
+        that excite each channel most and least ("natural exemplars"): scan progress while the
+        server scans the collection for that layer (once; then cached), one message per channel,
+        then a summary (last).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeatureVisualizationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +110,11 @@ def add_FeatureVisualizationServiceServicer_to_server(servicer, server):
                     servicer.ExportOnnx,
                     request_deserializer=featviz_dot_v1_dot_featviz__pb2.ExportOnnxRequest.FromString,
                     response_serializer=featviz_dot_v1_dot_featviz__pb2.ExportOnnxResponse.SerializeToString,
+            ),
+            'FindExemplars': grpc.unary_stream_rpc_method_handler(
+                    servicer.FindExemplars,
+                    request_deserializer=featviz_dot_v1_dot_featviz__pb2.FindExemplarsRequest.FromString,
+                    response_serializer=featviz_dot_v1_dot_featviz__pb2.FindExemplarsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +199,33 @@ class FeatureVisualizationService:
             '/featviz.v1.FeatureVisualizationService/ExportOnnx',
             featviz_dot_v1_dot_featviz__pb2.ExportOnnxRequest.SerializeToString,
             featviz_dot_v1_dot_featviz__pb2.ExportOnnxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindExemplars(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/featviz.v1.FeatureVisualizationService/FindExemplars',
+            featviz_dot_v1_dot_featviz__pb2.FindExemplarsRequest.SerializeToString,
+            featviz_dot_v1_dot_featviz__pb2.FindExemplarsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,5 @@
-"""What the servicer serves once the model is loaded: weights, model, scheduler, ONNX export."""
+"""What the servicer serves once the model is loaded: weights, model, scheduler, exemplars, ONNX
+export."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from ..model import VGG16
 from ..onnx_export import OnnxExport, export_onnx
 from ..weights import Weights
+from .exemplar_search import ExemplarSearch
 from .scheduler import Scheduler
 
 
@@ -19,6 +21,7 @@ class Backend:
     weights: Weights
     model: VGG16
     scheduler: Scheduler
+    exemplars: ExemplarSearch
     cache_dir: Path
     _onnx: OnnxExport | None = field(default=None, init=False)
     _onnx_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)

@@ -1,4 +1,5 @@
-"""Domain -> proto: the model description, PNG images and the Maximize stream's messages.
+"""Domain -> proto: the model description, PNG images, the Maximize and FindExemplars streams'
+messages.
 
 gRPC refuses messages over 4 MiB by default, so images are packed greedily into messages of at
 most MESSAGE_BUDGET bytes of PNG. One image alone always fits: the largest allowed image
@@ -7,6 +8,7 @@ most MESSAGE_BUDGET bytes of PNG. One image alone always fits: the largest allow
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Iterator
 
@@ -17,8 +19,10 @@ from featviz.v1 import featviz_pb2 as pb
 
 from .. import engine
 from ..architecture import MIN_INPUT_SIZE, MODEL_NAME, TOTAL_PARAMETERS, geometry
+from ..exemplars import Exemplar
 from ..model import PREPROCESSING
 from ..weights import Weights
+from .exemplar_search import ChannelExemplars, ExemplarEvent, ExemplarsDone
 
 MESSAGE_BUDGET = 3 * 1024 * 1024
 LAYER_KINDS = {"conv": pb.LAYER_KIND_CONV, "pool": pb.LAYER_KIND_POOL}
@@ -107,6 +111,41 @@ def final(
         cached=cached,
     )
     return [*messages, pb.MaximizeResponse(summary=summary)]
+
+
+def exemplar_update(event: ExemplarEvent) -> pb.FindExemplarsResponse:
+    """One FindExemplars message for an ExemplarSearch event (PNG encoding: run in a thread)."""
+    if isinstance(event, ChannelExemplars):
+        return pb.FindExemplarsResponse(
+            channel=pb.ChannelExemplars(
+                channel=event.channel,
+                top=[_exemplar(*pair) for pair in event.top],
+                bottom=[_exemplar(*pair) for pair in event.bottom],
+            )
+        )
+    if isinstance(event, ExemplarsDone):
+        return pb.FindExemplarsResponse(summary=pb.ExemplarsSummary(**dataclasses.asdict(event)))
+    return pb.FindExemplarsResponse(
+        progress=pb.ScanProgress(
+            photos_done=event.photos_done, photos_total=event.photos_total, skipped=event.skipped
+        )
+    )
+
+
+def _exemplar(exemplar: Exemplar, pixels: np.ndarray) -> pb.Exemplar:
+    crop = exemplar.crop
+    data, width, height = png(pixels, 0, FINAL_COMPRESSION)
+    return pb.Exemplar(
+        png=data,
+        width=width,
+        height=height,
+        activation=exemplar.activation,
+        pre_activation=exemplar.pre_activation,
+        source=crop.source,
+        x=crop.x,
+        y=crop.y,
+        side=crop.side,
+    )
 
 
 def png(image: np.ndarray, max_side: int, compression: int) -> tuple[bytes, int, int]:

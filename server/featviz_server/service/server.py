@@ -8,6 +8,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from functools import partial
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,10 +17,12 @@ from grpc_reflection.v1alpha import reflection
 from featviz.v1 import featviz_pb2 as pb
 from featviz.v1 import featviz_pb2_grpc as pb_grpc
 
+from .. import exemplars
 from ..config import Settings
 from ..model import VGG16, default_device, load_model
 from ..weights import Weights, load_weights
 from .backend import Backend
+from .exemplar_search import ExemplarSearch
 from .interceptors import BearerToken, RequestContext
 from .metrics import Metrics
 from .result_cache import ResultCache
@@ -113,7 +116,17 @@ class Server:
             max_batch_images=settings.max_batch_images,
             cache=cache,
         )
-        self.servicer.backend = Backend(weights, model, scheduler, self.settings.cache_dir)
+        photos = settings.exemplars_dir
+        scanner = exemplars.Scanner(
+            model,
+            partial(exemplars.directory, photos) if photos else exemplars.bundled_photos,
+            settings.exemplar_size,
+            settings.cache_dir / "exemplars",
+            weights.sha256,
+        )
+        self.servicer.backend = Backend(
+            weights, model, scheduler, ExemplarSearch(scanner), settings.cache_dir
+        )
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "model loaded; serving",

@@ -29,7 +29,8 @@ T = TypeVar("T")
 
 
 class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
-    """Serves DescribeModel, Maximize and ExportOnnx once `backend` is set (model loaded)."""
+    """Serves DescribeModel, Maximize, ExportOnnx and FindExemplars once `backend` is set (model
+    loaded)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -71,6 +72,15 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
                 message.data = chunk
                 yield message
                 message = pb.ExportOnnxResponse()
+
+    async def FindExemplars(
+        self, request: pb.FindExemplarsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.FindExemplarsResponse]:
+        backend = await self._ready(context)
+        query = await _validated(context, validation.exemplar_query, request, self._settings)
+        async with aclosing(backend.exemplars.find(query)) as events:
+            async for event in events:
+                yield await asyncio.to_thread(messages.exemplar_update, event)
 
     async def _ready(self, context: grpc.aio.ServicerContext) -> Backend:
         if self.backend is None:

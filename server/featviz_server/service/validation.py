@@ -16,11 +16,13 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from featviz.v1 import featviz_pb2 as pb
 
 from .. import engine
-from ..architecture import LAYERS, LAYERS_BY_NAME, MIN_INPUT_SIZE, layer_geometry
+from ..architecture import LAYERS, LAYERS_BY_NAME, MIN_INPUT_SIZE, Layer, layer_geometry
 from ..config import Settings
+from ..exemplars import MAX_EXEMPLARS
 
 DEFAULT_DESCRIBE_SIZE = 224
 UINT64_MAX = 2**64 - 1
+DEFAULT_EXEMPLARS = 8
 
 PRESETS = {pb.PRESET_CLASSIC: "classic", pb.PRESET_LUCID: "lucid", pb.PRESET_FAST: "fast"}
 OBJECTIVE_KINDS = {pb.OBJECTIVE_KIND_CHANNEL: "channel", pb.OBJECTIVE_KIND_NEURON: "neuron"}
@@ -66,13 +68,37 @@ def describe_size(request: pb.DescribeModelRequest, settings: Settings) -> int:
     return request.input_size
 
 
+@dataclass(frozen=True)
+class ExemplarQuery:
+    """A validated FindExemplars request."""
+
+    layer: str
+    channels: tuple[int, ...]
+    count: int
+
+
+def exemplar_query(request: pb.FindExemplarsRequest, settings: Settings) -> ExemplarQuery:
+    """Check a FindExemplars request: a known layer, its channels, a count up to the kept."""
+    reject_unknown_fields(request)
+    layer = _layer(request.layer)
+    channels = _channel_indices(request.channels, layer.name, layer.channels, settings)
+    count = request.count or DEFAULT_EXEMPLARS
+    _check_range("count", count, 1, MAX_EXEMPLARS, f"0 ({DEFAULT_EXEMPLARS}) or ")
+    return ExemplarQuery(layer.name, channels, count)
+
+
+def _layer(name: str) -> Layer:
+    layer = LAYERS_BY_NAME.get(name)
+    if layer is None:
+        names = ", ".join(layer.name for layer in LAYERS)
+        raise InvalidArgument("layer", f"unknown layer {name!r}; valid layers: {names}")
+    return layer
+
+
 def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximization:
     """Check every field of a Maximize request and build the engine's Job from it."""
     reject_unknown_fields(request)
-    layer = LAYERS_BY_NAME.get(request.layer)
-    if layer is None:
-        names = ", ".join(layer.name for layer in LAYERS)
-        raise InvalidArgument("layer", f"unknown layer {request.layer!r}; valid layers: {names}")
+    layer = _layer(request.layer)
     channels = _channels(request, layer.name, layer.channels, settings)
     recipe = _recipe(request, settings)
     steps = recipe.steps
@@ -102,15 +128,7 @@ def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximizatio
 def _channels(
     request: pb.MaximizeRequest, layer: str, count: int, settings: Settings
 ) -> tuple[int, ...]:
-    channels = tuple(request.channels)
-    if not channels:
-        raise InvalidArgument("channels", f"give at least one channel of {layer} (0..{count - 1})")
-    _check_range("channels", len(channels), 1, settings.max_channels, what="channel count ")
-    for i, channel in enumerate(channels):
-        _check_range(f"channels[{i}]", channel, 0, count - 1, what=f"{layer} channel ")
-    if len(set(channels)) != len(channels):
-        duplicate = next(c for c in channels if channels.count(c) > 1)
-        raise InvalidArgument("channels", f"channel {duplicate} is listed twice")
+    channels = _channel_indices(request.channels, layer, count, settings)
     per_channel = request.images_per_channel or 1
     _check_range(
         "images_per_channel", per_channel, 1, settings.max_images_per_channel, "0 (one) or "
@@ -121,6 +139,20 @@ def _channels(
             f"{len(channels)} channels x {per_channel} images per channel = "
             f"{len(channels) * per_channel} images; at most {settings.max_images} per request",
         )
+    return channels
+
+
+def _channel_indices(requested: Any, layer: str, count: int, settings: Settings) -> tuple[int, ...]:
+    """The requested channels of `layer` (which has `count`): at least one, each once, in range."""
+    channels = tuple(requested)
+    if not channels:
+        raise InvalidArgument("channels", f"give at least one channel of {layer} (0..{count - 1})")
+    _check_range("channels", len(channels), 1, settings.max_channels, what="channel count ")
+    for i, channel in enumerate(channels):
+        _check_range(f"channels[{i}]", channel, 0, count - 1, what=f"{layer} channel ")
+    if len(set(channels)) != len(channels):
+        duplicate = next(c for c in channels if channels.count(c) > 1)
+        raise InvalidArgument("channels", f"channel {duplicate} is listed twice")
     return channels
 
 
