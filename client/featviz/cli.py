@@ -231,6 +231,19 @@ def _export_onnx(client: Client, args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# featviz atlas
+
+
+def _atlas(client: Client, args: argparse.Namespace) -> int:
+    from featviz.atlas_cli import run_atlas  # the site's modules load only for this command
+
+    try:
+        return run_atlas(args, _targets(args))
+    except ValueError as error:  # a layer or channel the model lacks
+        raise _UsageError(str(error)) from None
+
+
+# ---------------------------------------------------------------------------------------------
 # The parser
 
 
@@ -293,6 +306,20 @@ def _parser() -> argparse.ArgumentParser:
         help="file or directory to write (default: the server's file name in .)",
     )
     export.set_defaults(command=_export_onnx, subparser=export)
+
+    from featviz.atlas_cli import add_atlas_arguments
+
+    atlas = commands.add_parser(
+        "atlas",
+        parents=[connection],
+        help="render every channel of some layers into a static site",
+        description="Render every channel of the chosen layers (image, diversity variants, "
+        "negative, natural exemplars) through one or several servers into a static site; "
+        "a killed atlas continues where it stopped.",
+        epilog="example: featviz atlas --layers block1_conv2,block5_conv2 --channels 0-7 -o site/",
+    )
+    add_atlas_arguments(atlas)
+    atlas.set_defaults(command=_atlas, subparser=atlas)
     return parser
 
 

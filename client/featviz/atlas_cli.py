@@ -1,0 +1,100 @@
+"""The `featviz atlas` command: its flags, and running the atlas with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from featviz.aio import AsyncClient
+from featviz.atlas import render_atlas
+from featviz.atlas_site import Settings
+from featviz.progressbar import ProgressBar
+
+DEFAULTS = Settings(
+    size=128, steps=None, preset=None, seed=0, variants=3, diversity=100.0, exemplars=8
+)
+
+
+def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", metavar="DIR", required=True, help="the site's folder")
+    parser.add_argument(
+        "--layers", metavar="L1,L2", help="comma-separated layers (default: all 13 conv layers)"
+    )
+    parser.add_argument(
+        "--channels", metavar="CHANNELS", help="channels of every layer, e.g. 0-7 (default: all)"
+    )
+    d = DEFAULTS
+    parser.add_argument("--size", type=int, default=d.size, help=f"image side (default {d.size})")
+    parser.add_argument("--steps", type=int, help="optimization steps (default: the preset's)")
+    parser.add_argument("--preset", choices=("classic", "lucid", "fast"), help="recipe")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
+    parser.add_argument(
+        "--variants",
+        type=int,
+        default=d.variants,
+        help=f"diversity variants (default {d.variants})",
+    )
+    parser.add_argument(
+        "--diversity",
+        type=float,
+        default=d.diversity,
+        help=f"weight of the variants' diversity penalty (default {d.diversity:g})",
+    )
+    parser.add_argument(
+        "--exemplars",
+        type=int,
+        default=d.exemplars,
+        help=f"top and bottom natural exemplars per channel (default {d.exemplars})",
+    )
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=8,
+        metavar="N",
+        help="runs kept in flight on each server (default 8)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def run_atlas(args: argparse.Namespace, targets: list[str]) -> int:
+    """Render the atlas of `args` through every target; the exit status."""
+    settings = Settings(
+        size=args.size,
+        steps=args.steps,
+        preset=args.preset,
+        seed=args.seed,
+        variants=args.variants,
+        diversity=args.diversity,
+        exemplars=args.exemplars,
+    )
+    layers = [name.strip() for name in args.layers.split(",")] if args.layers else None
+    bar = ProgressBar("atlas", enabled=not args.quiet)
+    tls = args.tls_ca or args.tls or None
+
+    async def main() -> tuple[int, int]:
+        clients = [
+            AsyncClient(target, args.token, tls, args.timeout, args.retries) for target in targets
+        ]
+        try:
+            return await render_atlas(
+                clients,
+                Path(args.output),
+                settings,
+                layers=layers,
+                channels=args.channels,
+                in_flight=args.in_flight,
+                report=lambda done, total, text: bar.update(int(done), int(total), text),
+            )
+        finally:
+            for client in clients:
+                await client.close()
+
+    try:
+        rendered, done = asyncio.run(main())
+    finally:
+        bar.close()
+    index = Path(args.output) / "index.html"
+    print(f"{index}  ({rendered} units rendered now, {done} already done)", file=sys.stderr)
+    return 0
