@@ -27,18 +27,12 @@ from typing import Any
 from featviz.aio import AsyncClient
 from featviz.atlas_site import CSS, JS, Channel, Settings, channel_page, index_page, layer_page
 from featviz.description import LayerInfo, ModelDescription
+from featviz.figures import robust_activations
 from featviz.options import parse_channels
-from featviz.result import Progress, Result, Update
+from featviz.result import Progress, Update
 
 KINDS = ("image", "variants", "negative")
 PART_SUFFIX = ".part"
-
-
-def robust_activations(result: Result) -> list[float | None]:
-    """Each image's robust activation where the SDK's `Result` carries them (its
-    `robust_activations`, one per image, from RunSummary.robust_activation), else None each."""
-    values = tuple(getattr(result, "robust_activations", None) or ())
-    return list(values) if len(values) == len(result.images) else [None] * len(result.images)
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,12 @@ class Result:
         """All images as one (N, height, width, 3) uint8 array (needs numpy and Pillow)."""
         return _require("numpy").stack([image.to_numpy() for image in self.images])
 
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: a labelled grid of the images with their figures."""
+        from featviz.notebook import result_html
+
+        return result_html(self)
+
 
 @dataclass(frozen=True)
 class Queued:
