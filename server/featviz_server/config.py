@@ -43,7 +43,8 @@ HELP = {
     "max_images": "most images (channels x images per channel) in one request",
     "max_size": f"largest image side ({MIN_INPUT_SIZE}..{LARGEST_ALLOWED_SIZE})",
     "max_steps": "most optimization steps in one request",
-    "max_batch_images": "most images advanced together in one forward/backward",
+    "max_batch_images": "most images advanced together in one forward/backward (below it, the "
+    "batcher learns per layer and size the batch that advances the most images per second)",
     "result_cache_mb": "disk space for finished results (0: no result cache)",
     "result_cache_dir": "where finished results are kept (default: CACHE_DIR/results)",
     "retry_after": "seconds suggested to an overloaded client (RetryInfo)",

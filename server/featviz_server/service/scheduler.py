@@ -6,7 +6,9 @@ and refused with Overloaded otherwise (the servicer answers RESOURCE_EXHAUSTED w
 
 Admitted runs are optimized by one Batcher thread with continuous batching: at every step it
 advances, in ONE forward/backward (`engine.advance`), as many runs sharing a cut point and image
-size as fit `max_batch_images`, least recently advanced first. Runs join and leave at step
+size as fit the batch budget, least recently advanced first. The budget is learnt per batch key
+from the timed steps themselves (BatchBudget): the one, up to `max_batch_images`, that advances
+the most images per second on this device. Runs join and leave at step
 boundaries, each keeps its own parameters, optimizer and random streams (so its images are those
 it would get alone), and one huge run cannot starve small ones: they take turns. Progress crosses
 into the event loop with `call_soon_threadsafe`. When a run's last consumer goes away (cancel,
@@ -291,7 +293,7 @@ class Batcher:
         metrics: Metrics,
     ) -> None:
         self._model = model
-        self._max_batch_images = max_batch_images
+        self._budgets = BatchBudget(max_batch_images)
         self._report = report
         self._metrics = metrics
         self._inbox: list[_Ticket] = []
@@ -329,7 +331,7 @@ class Batcher:
             for ticket in [t for t in self._runs if t.cancel.is_set()]:
                 self._leave(ticket, self._runs[ticket].cancelled())
             if self._runs:
-                self._step(self._next_batch())
+                self._step(*self._next_batch())
 
     def _join(self, ticket: _Ticket) -> None:
         try:
@@ -343,28 +345,32 @@ class Batcher:
         del self._runs[ticket], self._last_turn[ticket]
         self._report(ticket, outcome)
 
-    def _next_batch(self) -> list[_Ticket]:
+    def _next_batch(self) -> tuple[list[_Ticket], int]:
         """The least recently advanced run, plus every other run that shares its batch key and
-        fits the image budget, in the same order (a run larger than the budget goes alone)."""
+        fits the key's budget, in the same order (a run larger than the budget goes alone)."""
         order = sorted(self._runs, key=lambda t: (self._last_turn[t], t.order))
         first = self._runs[order[0]]
+        budget = self._budgets.images(first.batch_key)
         batch, images = [order[0]], len(first)
         for ticket in order[1:]:
             run = self._runs[ticket]
-            if run.batch_key == first.batch_key and images + len(run) <= self._max_batch_images:
+            if run.batch_key == first.batch_key and images + len(run) <= budget:
                 batch.append(ticket)
                 images += len(run)
-        return batch
+        return batch, budget
 
-    def _step(self, batch: list[_Ticket]) -> None:
+    def _step(self, batch: list[_Ticket], budget: int) -> None:
         runs = [self._runs[ticket] for ticket in batch]
+        key, images = runs[0].batch_key, sum(len(run) for run in runs)
+        started = time.perf_counter()
         try:
             engine.advance(runs)
         except Exception as error:  # the whole batch failed together
             for ticket in batch:
                 self._leave(ticket, error)
             return
-        self._metrics.batch_images.observe(sum(len(run) for run in runs))
+        self._budgets.observe(key, budget, images, time.perf_counter() - started)
+        self._metrics.batch_images.observe(images)
         turn = next(self._turns)
         for ticket, run in zip(batch, runs, strict=True):
             self._last_turn[ticket] = turn
@@ -375,3 +381,48 @@ class Batcher:
                     self._leave(ticket, run.result())
             except Exception as error:
                 self._leave(ticket, error)
+
+
+class BatchBudget:
+    """How many images one forward/backward may carry, learnt per batch key (layer, canvas,
+    device) from the timed steps themselves, up to `ceiling`.
+
+    The candidate budgets are 1, 2, 4, ... and `ceiling`. A key's first steps try each in turn,
+    smallest first, for SAMPLES + 1 steps each; each step's seconds per image count for the
+    budget in force (its first step is left out: it pays one-off costs such as cuDNN autotuning
+    or oneDNN primitives). From then on the budget is the smallest one within 5 % of the fewest
+    seconds per image: large on a GPU; small on a CPU, where 64 block1_conv2 images in one batch
+    run at half the speed per image of one image at a time. Every RELEARN_STEPS steps of a key
+    its timings are dropped and learnt again, as the load changes.
+    """
+
+    SAMPLES = 3  # timed steps per budget, after its first
+    NEAR_BEST = 1.05  # a budget this close to the fastest counts as fast
+    RELEARN_STEPS = 2000
+
+    def __init__(self, ceiling: int) -> None:
+        self._budgets = [1 << i for i in range(ceiling.bit_length()) if 1 << i < ceiling]
+        self._budgets.append(ceiling)
+        self._timings: dict[object, dict[int, list[float]]] = {}
+        self._steps: dict[object, int] = {}
+
+    def images(self, key: object) -> int:
+        """The most images the next batch of `key` may carry."""
+        timings = self._timings.get(key, {})
+        for budget in self._budgets:
+            if len(timings.get(budget, ())) <= self.SAMPLES:
+                return budget  # still learning: each budget in turn
+        rates = {budget: sum(t[1:]) / (len(t) - 1) for budget, t in timings.items()}
+        fastest = min(rates.values())
+        return min(b for b in self._budgets if rates[b] <= fastest * self.NEAR_BEST)
+
+    def observe(self, key: object, budget: int, images: int, seconds: float) -> None:
+        """A step of `key` under `budget` advanced `images` images in `seconds`."""
+        self._steps[key] = self._steps.get(key, 0) + 1
+        if self._steps[key] % self.RELEARN_STEPS == 0:
+            self._timings.pop(key, None)
+            return
+        samples = self._timings.setdefault(key, {}).setdefault(budget, [])
+        samples.append(seconds / images)
+        if len(samples) > 4 * self.SAMPLES:
+            del samples[1]  # keep the first (it stays out of the mean) and the latest

@@ -1,0 +1,62 @@
+"""The batcher's budget follows what the device does well: it tries each budget in turn, then
+keeps the one that advances the most images per second, per batch key, and learns again later."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from featviz_server.service.scheduler import BatchBudget
+
+KEY = ("block1_conv2", 128, "cpu")
+
+
+def settle(budget: BatchBudget, step_seconds: Callable[[int], float], steps: int = 40) -> list[int]:
+    """Run `steps` steps, each as full as its budget allows; the budgets used."""
+    used = []
+    for _ in range(steps):
+        images = budget.images(KEY)
+        used.append(images)
+        budget.observe(KEY, images, images, step_seconds(images))
+    return used
+
+
+def test_each_budget_is_tried_in_turn_smallest_first() -> None:
+    used = settle(BatchBudget(64), lambda images: 0.01 * images)
+    per_budget = BatchBudget.SAMPLES + 1
+    assert used[: 7 * per_budget] == [
+        b for b in (1, 2, 4, 8, 16, 32, 64) for _ in range(per_budget)
+    ]
+
+
+def test_where_batching_costs_per_image_the_budget_settles_on_one_image() -> None:
+    cpu = lambda images: 0.05 * images * (1 + images / 64)  # noqa: E731 - 64 at half the speed
+    used = settle(BatchBudget(64), cpu)
+    assert used[-5:] == [1] * 5
+
+
+def test_where_batching_pays_the_budget_settles_on_the_ceiling() -> None:
+    gpu = lambda images: 0.01 + 0.0002 * images  # noqa: E731 - launch cost, then nearly free
+    used = settle(BatchBudget(48), gpu)
+    assert used[-5:] == [48] * 5
+
+
+def test_a_budget_close_to_the_fastest_wins_when_smaller() -> None:
+    flat = lambda images: 0.01 * images * (1 - 0.01 * (images > 4))  # noqa: E731 - 1 % better
+    assert settle(BatchBudget(16), flat)[-1] == 1
+
+
+def test_the_first_step_of_a_budget_does_not_count() -> None:
+    budget = BatchBudget(2)
+    for seconds in (100.0, 0.02, 0.02, 0.02):  # budget 1: a slow first step, then 20 ms
+        budget.observe(KEY, 1, 1, seconds)
+    for _ in range(4):
+        budget.observe(KEY, 2, 2, 0.05)  # budget 2: 25 ms per image
+    assert budget.images(KEY) == 1
+
+
+def test_timings_are_learnt_again_after_a_while() -> None:
+    budget = BatchBudget(4)
+    settle(budget, lambda images: 0.01 * images * images)
+    assert budget.images(KEY) == 1
+    used = settle(budget, lambda images: 0.01, BatchBudget.RELEARN_STEPS)  # batching pays now
+    assert used[-1] == 4
