@@ -19,10 +19,13 @@ from serverproc import ServerProcess, bad_request, start_server
 from skimage import data
 
 import featviz
+from featviz.exemplars import ExemplarsAssembler
 from featviz.v1 import featviz_pb2 as pb
 from featviz.v1 import featviz_pb2_grpc as pb_grpc
-from featviz_server.exemplars import crop_boxes
+from featviz_server.exemplars import Crop, Exemplar, crop_boxes
 from featviz_server.model import VGG16
+from featviz_server.service import messages
+from featviz_server.service.exemplar_search import ChannelExemplars
 
 CROP = 64  # px: the exemplar size of every test server
 
@@ -151,3 +154,23 @@ def test_bad_exemplar_requests_name_the_field(
             list(stub.FindExemplars(pb.FindExemplarsRequest(**request_fields), timeout=30))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_request(caught.value).field_violations[0].field == field
+
+
+def test_a_channel_whose_crops_exceed_one_message_is_split_and_joined_again() -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    crop = Crop("noise.png", 0, 0, 256)
+    sides = [tuple((Exemplar(crop, float(i), -float(i)), noise) for i in range(16))] * 2
+    responses = messages.exemplar_update(ChannelExemplars(7, *sides))
+
+    assert len(responses) > 1 and all(r.ByteSize() < 4 * 1024 * 1024 for r in responses)
+    assembler = ExemplarsAssembler("block1_conv1")
+    for response in responses:
+        assembler.feed(response)
+    assembler.feed(pb.FindExemplarsResponse(summary=pb.ExemplarsSummary(collection="noise")))
+    (joined,) = assembler.finish().channels
+    assert joined.channel == 7
+    assert (
+        [e.activation for e in joined.top]
+        == [e.activation for e in joined.bottom]
+        == [float(i) for i in range(16)]
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 from featviz.aio import AsyncClient
 from featviz.atlas import render_atlas
 from featviz.atlas_site import Settings
+from featviz.connection import split_targets
 from featviz.progressbar import ProgressBar
 
 DEFAULTS = Settings(
@@ -75,7 +76,8 @@ def run_atlas(args: argparse.Namespace, targets: list[str]) -> int:
 
     async def main() -> tuple[int, int]:
         clients = [
-            AsyncClient(target, args.token, tls, args.timeout, args.retries) for target in targets
+            AsyncClient(target, args.token, tls, args.timeout, args.retries)
+            for target in split_targets(targets)
         ]
         try:
             return await render_atlas(

@@ -132,13 +132,17 @@ class ExemplarsAssembler:
             return [ScanProgress(p.photos_done, p.photos_total, p.skipped)]
         if kind == "channel":
             c = response.channel
-            self._channels.append(
-                ChannelExemplars(
-                    c.channel,
-                    tuple(Exemplar.from_proto(e) for e in c.top),
-                    tuple(Exemplar.from_proto(e) for e in c.bottom),
-                )
+            found = ChannelExemplars(
+                c.channel,
+                tuple(Exemplar.from_proto(e) for e in c.top),
+                tuple(Exemplar.from_proto(e) for e in c.bottom),
             )
+            if self._channels and self._channels[-1].channel == c.channel:  # the rest of it
+                last = self._channels.pop()
+                found = ChannelExemplars(
+                    c.channel, last.top + found.top, last.bottom + found.bottom
+                )
+            self._channels.append(found)
         elif kind == "summary":
             s = response.summary
             self.result = Exemplars(

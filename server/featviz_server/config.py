@@ -19,6 +19,8 @@ from .weights import default_cache_dir
 
 # gRPC's default message limit is 4 MiB; one RGB PNG of this side always fits in one message.
 LARGEST_ALLOWED_SIZE = 1024
+# Exemplar crops are thumbnails; at this side even 32 incompressible ones fit one 4 MiB message.
+LARGEST_EXEMPLAR_SIZE = 256
 
 
 class SettingsError(ValueError):
@@ -51,7 +53,7 @@ HELP = {
     "drain_grace": "seconds in-flight runs may finish after SIGTERM",
     "exemplars_dir": "find natural exemplars among the images under this directory (recursively; "
     "e.g. an ImageNet validation set) instead of the photos bundled with scikit-image",
-    "exemplar_size": "side in pixels of every exemplar crop, as scanned and as sent",
+    "exemplar_size": "side in pixels of every exemplar crop, as scanned and as sent (32..256)",
 }
 
 
@@ -106,9 +108,10 @@ class Settings:
         for name in ("queue_size", "result_cache_mb"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name}: must be at least 0")
-        if not MIN_INPUT_SIZE <= self.exemplar_size <= self.max_size:
+        if not MIN_INPUT_SIZE <= self.exemplar_size <= LARGEST_EXEMPLAR_SIZE:
             raise SettingsError(
-                f"exemplar_size: {self.exemplar_size} is not in {MIN_INPUT_SIZE}..{self.max_size}"
+                f"exemplar_size: {self.exemplar_size} is not in "
+                f"{MIN_INPUT_SIZE}..{LARGEST_EXEMPLAR_SIZE}"
             )
         if self.exemplars_dir is not None and not self.exemplars_dir.is_dir():
             raise SettingsError(f"exemplars_dir: {self.exemplars_dir} is not a directory")

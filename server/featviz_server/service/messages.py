@@ -113,23 +113,35 @@ def final(
     return [*messages, pb.MaximizeResponse(summary=summary)]
 
 
-def exemplar_update(event: ExemplarEvent) -> pb.FindExemplarsResponse:
-    """One FindExemplars message for an ExemplarSearch event (PNG encoding: run in a thread)."""
+def exemplar_update(event: ExemplarEvent) -> list[pb.FindExemplarsResponse]:
+    """The FindExemplars messages for an ExemplarSearch event (PNG encoding: run in a thread).
+
+    A channel's crops are packed greedily into messages of at most MESSAGE_BUDGET bytes of PNG,
+    in order (top, then bottom), all naming the channel: most often one message.
+    """
     if isinstance(event, ChannelExemplars):
-        return pb.FindExemplarsResponse(
-            channel=pb.ChannelExemplars(
-                channel=event.channel,
-                top=[_exemplar(*pair) for pair in event.top],
-                bottom=[_exemplar(*pair) for pair in event.bottom],
+        parts = [pb.ChannelExemplars(channel=event.channel)]
+        size = 0
+        for side in ("top", "bottom"):
+            for exemplar, pixels in getattr(event, side):
+                message = _exemplar(exemplar, pixels)
+                if size and size + len(message.png) > MESSAGE_BUDGET:
+                    parts.append(pb.ChannelExemplars(channel=event.channel))
+                    size = 0
+                getattr(parts[-1], side).append(message)
+                size += len(message.png)
+        return [pb.FindExemplarsResponse(channel=part) for part in parts]
+    if isinstance(event, ExemplarsDone):
+        return [pb.FindExemplarsResponse(summary=pb.ExemplarsSummary(**dataclasses.asdict(event)))]
+    return [
+        pb.FindExemplarsResponse(
+            progress=pb.ScanProgress(
+                photos_done=event.photos_done,
+                photos_total=event.photos_total,
+                skipped=event.skipped,
             )
         )
-    if isinstance(event, ExemplarsDone):
-        return pb.FindExemplarsResponse(summary=pb.ExemplarsSummary(**dataclasses.asdict(event)))
-    return pb.FindExemplarsResponse(
-        progress=pb.ScanProgress(
-            photos_done=event.photos_done, photos_total=event.photos_total, skipped=event.skipped
-        )
-    )
+    ]
 
 
 def _exemplar(exemplar: Exemplar, pixels: np.ndarray) -> pb.Exemplar:

@@ -80,7 +80,8 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
         query = await _validated(context, validation.exemplar_query, request, self._settings)
         async with aclosing(backend.exemplars.find(query)) as events:
             async for event in events:
-                yield await asyncio.to_thread(messages.exemplar_update, event)
+                for message in await asyncio.to_thread(messages.exemplar_update, event):
+                    yield message
 
     async def _ready(self, context: grpc.aio.ServicerContext) -> Backend:
         if self.backend is None:
