@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serverproc import ServerProcess
+from conftest import TEST_SERVER_ARGS
+from serverproc import ServerProcess, start_server
 from test_cli import _env
 
 LAYERS = ("block1_conv2", "block2_conv1")
@@ -99,6 +100,23 @@ def test_a_killed_atlas_resumes_and_ends_byte_for_byte_like_an_uninterrupted_one
     stderr = finished(atlas(server, root))
     assert f"({UNITS - records} units rendered now, {records} already done)" in stderr
     assert files(root) == files(site)
+
+
+def test_the_work_is_spread_over_every_target(server: ServerProcess, tmp_path: Path) -> None:
+    with start_server(*TEST_SERVER_ARGS) as other:
+        started = [s.metric("featviz_runs_started_total", 0.0) for s in (server, other)]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "featviz.cli", "atlas", *SMALL, "--steps", "12",
+             "--target", server.target, "--target", other.target, "-o", str(tmp_path / "site")],
+            env=_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        finished(process)
+        servers = (server, other)
+        runs = [
+            s.metric("featviz_runs_started_total") - n
+            for s, n in zip(servers, started, strict=True)
+        ]
+    assert sum(runs) == UNITS and min(runs) > 0
 
 
 # --- in a real browser ------------------------------------------------------------------------
