@@ -1,13 +1,13 @@
 """`featviz atlas`: every channel of the chosen layers, rendered through one or several servers
 into a static site (atlas_site.py says what the site holds).
 
-Each channel is three units of work, one Maximize each: the image, its diversity variants and
-its negative; each layer adds one FindExemplars. A unit's PNGs are written first, then its
-record (JSON: the request and the figures); a unit whose record exists with the same request is
-done, so a killed atlas continues where it stopped and renders nothing twice. Every file is
-written atomically (a temporary file, then a rename) and only when its bytes change, and pages
-are made from the records alone, so an interrupted and resumed atlas ends with the same files,
-byte for byte, as an uninterrupted one.
+Each channel is three units of work, one Maximize each: the image, its variants (more seeds,
+with Lucid's diversity penalty when `diversity` is set) and its negative; each layer adds one
+FindExemplars. A unit's PNGs are written first, then its record (JSON: the request and the
+figures); a unit whose record exists with the same request is done, so a killed atlas continues
+where it stopped and renders nothing twice. Every file is written atomically (a temporary file,
+then a rename) and only when its bytes change, and pages are made from the records alone, so an
+interrupted and resumed atlas ends with the same files, byte for byte, as an uninterrupted one.
 
 Work is spread by stealing: each target server has its own client and `in_flight` workers that
 take the next unit from one shared queue, so a faster server takes more, and each server has
@@ -49,12 +49,10 @@ class Unit:
         if settings.preset:
             common["preset"] = settings.preset
         if self.kind == "variants":
-            return {
-                **common,
-                "seed": settings.seed + 1,
-                "images_per_channel": settings.variants,
-                "diversity": settings.diversity,
-            }
+            variants = {"seed": settings.seed + 1, "images_per_channel": settings.variants}
+            if settings.diversity:
+                variants["diversity"] = settings.diversity
+            return {**common, **variants}
         if self.kind == "negative":
             return {**common, "seed": settings.seed, "negate": True}
         return {**common, "seed": settings.seed}

@@ -14,7 +14,7 @@ from featviz.connection import split_targets
 from featviz.progressbar import ProgressBar
 
 DEFAULTS = Settings(
-    size=128, steps=None, preset=None, seed=0, variants=3, diversity=100.0, exemplars=8
+    size=128, steps=None, preset=None, seed=0, variants=3, diversity=0.0, exemplars=8
 )
 
 
@@ -35,13 +35,13 @@ def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
         "--variants",
         type=int,
         default=d.variants,
-        help=f"diversity variants (default {d.variants})",
+        help=f"variants per channel: further seeds (default {d.variants})",
     )
     parser.add_argument(
         "--diversity",
         type=float,
         default=d.diversity,
-        help=f"weight of the variants' diversity penalty (default {d.diversity:g})",
+        help="weight of Lucid's diversity penalty between the variants (default 0: none)",
     )
     parser.add_argument(
         "--exemplars",

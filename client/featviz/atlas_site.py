@@ -126,12 +126,18 @@ def index_page(
     return _page(f"{description.model_name} atlas", "atlas.css", body)
 
 
+def _variants_text(settings: Settings) -> str:
+    if settings.diversity:
+        return f"diversity weight {settings.diversity:g}"
+    return "further seeds, no diversity penalty"
+
+
 def _recipe_text(settings: Settings) -> str:
     steps = f"{settings.steps} steps" if settings.steps else "the preset's steps"
     preset = settings.preset or "default"
     return (
         f"{settings.size} px, {steps}, {preset} preset, seed {settings.seed}; "
-        f"{settings.variants} diversity variants (weight {settings.diversity:g}), "
+        f"{settings.variants} variants ({_variants_text(settings)}), "
         f"{settings.exemplars} top and bottom natural exemplars"
     )
 
@@ -226,7 +232,8 @@ def channel_page(
         "<figcaption>negative: minimizes it</figcaption></figure>"
         '<table class="figures"><thead><tr><th></th><th>image</th><th>negative</th></tr>'
         f"</thead><tbody>{table}</tbody></table></section>\n"
-        f'<section><h2>Diversity variants</h2><div class="row">{variants}</div></section>\n'
+        f"<section><h2>Variants</h2><p>{_variants_text(settings).capitalize()}.</p>"
+        f'<div class="row">{variants}</div></section>\n'
         "<section><h2>Natural exemplars</h2>"
         f"<p>Crops of {_e(channel.exemplars['collection'])} that excite the channel most "
         "(mean activation over the crop) and inhibit it most (mean before the ReLU).</p>"
@@ -261,7 +268,9 @@ def _command(layer: str, channel: int, settings: Settings, record: Record, kind:
     words += ["--seed", str(first["seed"])]
     if kind == "variants":
         words += ["--images-per-channel", str(len(record["images"]))]
-        words += ["--diversity", f"{settings.diversity:g}", "-o", f"{layer}_{channel}_variants/"]
+        if settings.diversity:
+            words += ["--diversity", f"{settings.diversity:g}"]
+        words += ["-o", f"{layer}_{channel}_variants/"]
     elif kind == "negative":
         words += ["--negate", "-o", f"{layer}_{channel}_negative.png"]
     else:
