@@ -145,7 +145,10 @@ def _loaded(driver) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(driver, 20).until(
-        lambda d: d.execute_script("return document.readyState") == "complete"
+        lambda d: d.execute_script(
+            "return document.readyState == 'complete' && "
+            "Array.from(document.images).every(i => i.complete)"
+        )
     )
     broken = driver.execute_script(
         "return Array.from(document.images)"

@@ -158,7 +158,7 @@ def layer_page(layer: LayerInfo, channels: Sequence[Channel]) -> str:
             f'<a class="unit" href="{_e(layer.name)}/{c.channel}.html" data-channel="{c.channel}"'
             f' data-activation="{activation!r}" data-robust="{"" if robust is None else robust!r}">'
             f'<img src="{_e(layer.name)}/{_e(image["file"])}" alt="channel {c.channel}"'
-            f' width="96" height="96" loading="lazy">'
+            f' width="96" height="96">'
             f"<span>{c.channel}</span><span>{number(activation)}</span>"
             f"<span>{number(robust)}</span></a>"
         )
