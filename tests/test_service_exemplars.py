@@ -22,7 +22,7 @@ import featviz
 from featviz.exemplars import ExemplarsAssembler
 from featviz.v1 import featviz_pb2 as pb
 from featviz.v1 import featviz_pb2_grpc as pb_grpc
-from featviz_server.exemplars import Crop, Exemplar, crop_boxes
+from featviz_server.exemplars import Crop, EmptyCollection, Exemplar, Scanner, crop_boxes, directory
 from featviz_server.model import VGG16
 from featviz_server.service import messages
 from featviz_server.service.exemplar_search import ChannelExemplars
@@ -174,3 +174,13 @@ def test_a_channel_whose_crops_exceed_one_message_is_split_and_joined_again() ->
         == [e.activation for e in joined.bottom]
         == [float(i) for i in range(16)]
     )
+
+
+def test_a_collection_without_a_readable_photo_is_refused_by_name(
+    model: VGG16, tmp_path: Path
+) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "broken.png").write_bytes(b"\x89PNG truncated")
+    scanner = Scanner(model, lambda: directory(tmp_path / "photos"), CROP, tmp_path / "c", "w")
+    with pytest.raises(EmptyCollection, match=r"photos \(1 files, 1 unreadable\)"):
+        scanner.layer("block1_conv1")

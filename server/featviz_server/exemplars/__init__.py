@@ -7,13 +7,14 @@ layer, every channel at once, and keeps each channel's top and bottom crops on d
 
 from .collection import Collection, Source, bundled_photos, directory
 from .crops import CROP_SCHEME, Crop, crop_boxes, cut
-from .scan import MAX_EXEMPLARS, Exemplar, LayerExemplars, Scanner, ScanProgress
+from .scan import MAX_EXEMPLARS, EmptyCollection, Exemplar, LayerExemplars, Scanner, ScanProgress
 
 __all__ = [
     "CROP_SCHEME",
     "MAX_EXEMPLARS",
     "Collection",
     "Crop",
+    "EmptyCollection",
     "Exemplar",
     "LayerExemplars",
     "ScanProgress",

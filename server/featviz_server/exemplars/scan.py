@@ -43,6 +43,10 @@ FORMAT = 1  # bump when the stored layout changes
 _OPEN_PHOTOS = 8  # decoded photos kept for cutting the crops sent to users
 
 
+class EmptyCollection(ValueError):
+    """The collection has no photo that can be read: there is nothing to find exemplars in."""
+
+
 @dataclass(frozen=True)
 class ScanProgress:
     """Photos read so far (skipped ones included) of all, and how many could not be read."""
@@ -247,7 +251,10 @@ class Scanner:
                 progress(ScanProgress(number + 1, total, skipped))
             flush()
         if not crops:
-            raise ValueError(f"no readable photo in the exemplar collection {collection.name}")
+            raise EmptyCollection(
+                f"no readable photo in the exemplar collection {collection.name} "
+                f"({total} files, {skipped} unreadable)"
+            )
         names = tuple(source.name for source in collection.sources)
         table = np.array(crops, dtype=np.int64)
         return {

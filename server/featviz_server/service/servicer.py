@@ -19,6 +19,7 @@ from featviz.v1 import featviz_pb2 as pb
 from featviz.v1 import featviz_pb2_grpc as pb_grpc
 
 from ..config import Settings
+from ..exemplars import EmptyCollection
 from . import messages, validation
 from .backend import Backend
 from .scheduler import Event, Finished, Overloaded, Queued, ShuttingDown
@@ -78,10 +79,13 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
     ) -> AsyncIterator[pb.FindExemplarsResponse]:
         backend = await self._ready(context)
         query = await _validated(context, validation.exemplar_query, request, self._settings)
-        async with aclosing(backend.exemplars.find(query)) as events:
-            async for event in events:
-                for message in await asyncio.to_thread(messages.exemplar_update, event):
-                    yield message
+        try:
+            async with aclosing(backend.exemplars.find(query)) as events:
+                async for event in events:
+                    for message in await asyncio.to_thread(messages.exemplar_update, event):
+                        yield message
+        except EmptyCollection as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
 
     async def _ready(self, context: grpc.aio.ServicerContext) -> Backend:
         if self.backend is None:
