@@ -11,6 +11,7 @@ from featviz.aio import AsyncClient
 from featviz.atlas import render_atlas
 from featviz.atlas_site import Settings
 from featviz.connection import split_targets
+from featviz.options import OPTIONS
 from featviz.progressbar import ProgressBar
 
 DEFAULTS = Settings(
@@ -29,7 +30,7 @@ def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     parser.add_argument("--size", type=int, default=d.size, help=f"image side (default {d.size})")
     parser.add_argument("--steps", type=int, help="optimization steps (default: the preset's)")
-    parser.add_argument("--preset", choices=("classic", "lucid", "fast"), help="recipe")
+    parser.add_argument("--preset", choices=OPTIONS["preset"].choices, help="recipe")
     parser.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
     parser.add_argument(
         "--variants",

@@ -1,4 +1,4 @@
-"""The `featviz` command: maximize, describe and export-onnx against a featviz server.
+"""The `featviz` command: maximize, describe, export-onnx and atlas against a featviz server.
 
 Results go to stdout, progress and errors to stderr. Exit status: 0 success, 1 the server (or
 the network) failed, 2 a usage error, 130 interrupted. Errors print one line, no traceback.
@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from featviz.atlas_cli import add_atlas_arguments, run_atlas
 from featviz.client import Client
 from featviz.connection import DEFAULT_TARGET
 from featviz.description import ModelDescription
@@ -235,8 +236,6 @@ def _export_onnx(client: Client, args: argparse.Namespace) -> int:
 
 
 def _atlas(client: Client, args: argparse.Namespace) -> int:
-    from featviz.atlas_cli import run_atlas  # the site's modules load only for this command
-
     try:
         return run_atlas(args, _targets(args))
     except ValueError as error:  # a layer or channel the model lacks
@@ -307,13 +306,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(command=_export_onnx, subparser=export)
 
-    from featviz.atlas_cli import add_atlas_arguments
-
     atlas = commands.add_parser(
         "atlas",
         parents=[connection],
         help="render every channel of some layers into a static site",
-        description="Render every channel of the chosen layers (image, diversity variants, "
+        description="Render every channel of the chosen layers (image, variants, "
         "negative, natural exemplars) through one or several servers into a static site; "
         "a killed atlas continues where it stopped.",
         epilog="example: featviz atlas --layers block1_conv2,block5_conv2 --channels 0-7 -o site/",
