@@ -405,6 +405,7 @@ class BatchBudget:
         self._budgets.append(ceiling)
         self._timings: dict[object, dict[int, list[float]]] = {}
         self._steps: dict[object, int] = {}
+        self._chosen: dict[object, int] = {}
 
     def images(self, key: object) -> int:
         """The most images the next batch of `key` may carry."""
@@ -414,13 +415,20 @@ class BatchBudget:
                 return budget  # still learning: each budget in turn
         rates = {budget: sum(t[1:]) / (len(t) - 1) for budget, t in timings.items()}
         fastest = min(rates.values())
-        return min(b for b in self._budgets if rates[b] <= fastest * self.NEAR_BEST)
+        chosen = min(b for b in self._budgets if rates[b] <= fastest * self.NEAR_BEST)
+        if self._chosen.get(key) != chosen:
+            self._chosen[key] = chosen
+            milliseconds = {b: round(rate * 1000, 2) for b, rate in sorted(rates.items())}
+            fields = {"key": str(key), "images": chosen, "ms_per_image": milliseconds}
+            log.info("batch budget learnt", extra={"fields": fields})
+        return chosen
 
     def observe(self, key: object, budget: int, images: int, seconds: float) -> None:
         """A step of `key` under `budget` advanced `images` images in `seconds`."""
         self._steps[key] = self._steps.get(key, 0) + 1
         if self._steps[key] % self.RELEARN_STEPS == 0:
             self._timings.pop(key, None)
+            self._chosen.pop(key, None)
             return
         samples = self._timings.setdefault(key, {}).setdefault(budget, [])
         samples.append(seconds / images)
