@@ -145,6 +145,7 @@ class AsyncClient(ClientBase):
         Example::
 
             found = await client.find_exemplars("block1_conv2", [0, 1], count=4)
+            print([e.activation for e in found.channel(1).top])
         """
         assembler = ExemplarsAssembler(layer)
         request = exemplars_request(layer, channels, count)

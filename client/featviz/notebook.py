@@ -8,7 +8,7 @@ Example (in a notebook cell)::
     from featviz.notebook import live
 
     client = featviz.Client("localhost:50051")
-    result = live(client.stream_maximize("block1_conv2", "0-7", size=64, steps=64))
+    result = live(client.stream_maximize("block1_conv2", "0-7", size=64, steps=32))
     result  # the grid, with activations
 """
 
@@ -98,10 +98,12 @@ class _Cell:
         from IPython.display import HTML, display
 
         self._html = HTML
+        # Outside a notebook (no IPython shell) `display` prints the object and returns None.
         self._handle: Any = display(HTML("<div>starting…</div>"), display_id=True)
 
     def show(self, markup: str) -> None:
-        self._handle.update(self._html(markup))
+        if self._handle is not None:
+            self._handle.update(self._html(markup))
 
 
 def live(updates: Iterable[Update]) -> Result:
@@ -110,7 +112,7 @@ def live(updates: Iterable[Update]) -> Result:
 
     Example::
 
-        result = live(client.stream_maximize("block5_conv2", 410, size=64, steps=64))
+        result = live(client.stream_maximize("block5_conv2", 410, size=64, steps=16))
     """
     cell = _Cell()
     for update in updates:
@@ -125,7 +127,7 @@ async def live_async(updates: AsyncIterable[Update]) -> Result:
 
     Example::
 
-        result = await live_async(client.stream_maximize("block5_conv2", 410, size=64))
+        result = await live_async(client.stream_maximize("block5_conv2", 410, size=64, steps=16))
     """
     cell = _Cell()
     async for update in updates:
