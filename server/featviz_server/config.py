@@ -46,6 +46,12 @@ HELP = {
     "max_batch_images": "most images advanced together in one forward/backward",
     "result_cache_mb": "disk space for finished results (0: no result cache)",
     "result_cache_dir": "where finished results are kept (default: CACHE_DIR/results)",
+    "stream_pending_updates": "progress updates held for a client that reads slower than its run "
+    "advances; older ones are dropped, the latest kept (queue positions and results never are)",
+    "stream_pending_mb": "MiB of preview images held for such a client (the latest update is kept "
+    "even if larger)",
+    "unread_result_timeout": "seconds a client may read nothing once its run has finished; then "
+    "its stream ends (the result stays in the result cache)",
     "retry_after": "seconds suggested to an overloaded client (RetryInfo)",
     "drain_grace": "seconds in-flight runs may finish after SIGTERM",
 }
@@ -78,6 +84,9 @@ class Settings:
     max_batch_images: int = 64
     result_cache_mb: int = 1024
     result_cache_dir: Path | None = None
+    stream_pending_updates: int = 16
+    stream_pending_mb: int = 16
+    unread_result_timeout: float = 60.0
     retry_after: float = 2.0
     drain_grace: float = 30.0
 
@@ -94,14 +103,15 @@ class Settings:
                 f"max_size: {self.max_size} is not in {MIN_INPUT_SIZE}..{LARGEST_ALLOWED_SIZE}"
             )
         counts = ("max_concurrent_runs", "max_channels", "max_images_per_channel", "max_images")
-        for name in (*counts, "max_steps", "max_batch_images"):
+        for name in (*counts, "max_steps", "max_batch_images", "stream_pending_updates"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be at least 1")
-        for name in ("queue_size", "result_cache_mb"):
+        for name in ("queue_size", "result_cache_mb", "stream_pending_mb"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name}: must be at least 0")
-        if self.retry_after < 0 or self.drain_grace < 0:
-            raise SettingsError("retry_after and drain_grace: must not be negative")
+        for name in ("retry_after", "drain_grace", "unread_result_timeout"):
+            if not getattr(self, name) >= 0:  # NaN too
+                raise SettingsError(f"{name}: must not be negative")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

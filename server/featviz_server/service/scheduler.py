@@ -9,12 +9,13 @@ advances, in ONE forward/backward (`engine.advance`), as many runs sharing a cut
 size as fit `max_batch_images`, least recently advanced first. Runs join and leave at step
 boundaries, each keeps its own parameters, optimizer and random streams (so its images are those
 it would get alone), and one huge run cannot starve small ones: they take turns. Progress crosses
-into the event loop with `call_soon_threadsafe`. When a run's last consumer goes away (cancel,
-deadline, drain), its cancel Event is set and it leaves the batch before the next step; only then
-does it free its slot.
+into the event loop with `call_soon_threadsafe` and lands in each consumer's bounded Mailbox: the
+batcher never waits for a consumer, and one that reads slowly gets the latest progress, not all
+of it. When a run's last consumer goes away (cancel, deadline, drain), its cancel Event is set
+and it leaves the batch before the next step; only then does it free its slot.
 
-The servicer sees only `run(job, progress_every)` -> an async stream of Queued, engine.Progress
-and Finished events.
+The servicer sees only `run(job, progress_every, deadline_passed)` -> an async stream of Queued,
+engine.Progress and Finished events.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from itertools import count
 from torch import nn
 
 from .. import engine
+from .mailbox import Mailbox
+from .memory import release_free_memory
 from .metrics import Metrics
 from .result_cache import ResultCache
 
@@ -55,6 +58,7 @@ class Finished:
 
 Event = Queued | engine.Progress | Finished
 Outcome = engine.RenderResult | BaseException
+Consumer = Mailbox[Event | BaseException]
 
 
 class Overloaded(Exception):
@@ -83,8 +87,9 @@ class _Ticket:
     progress_every: int
     admitted: float = field(default_factory=time.monotonic)
     order: int = field(default_factory=lambda: next(_sequence))
-    consumers: list[asyncio.Queue[Event | BaseException]] = field(default_factory=list)
+    consumers: list[Consumer] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
+    cancelled_status: str = "cancelled"  # or "deadline_exceeded": why the last consumer left
     position: int = 0
     started: float = 0.0
     last_step: int = 0
@@ -97,7 +102,7 @@ class _Ticket:
 
     def publish(self, event: Event | BaseException) -> None:
         for consumer in self.consumers:
-            consumer.put_nowait(event)
+            consumer.put(event)
 
 
 class Scheduler:
@@ -112,9 +117,12 @@ class Scheduler:
         queue_size: int,
         retry_after: float,
         max_batch_images: int,
+        pending_updates: int = 16,
+        pending_bytes: int = 16 << 20,
         cache: ResultCache | None = None,
     ) -> None:
         self._metrics = metrics
+        self._pending = (pending_updates, pending_bytes)
         self._max_active = max_active
         self._queue_size = queue_size
         self._retry_after = retry_after
@@ -128,10 +136,16 @@ class Scheduler:
         self._loop = asyncio.get_running_loop()
         self._batcher = Batcher(model, max_batch_images, self._report, metrics)
 
-    async def run(self, job: engine.Job, progress_every: int) -> AsyncIterator[Event]:
+    async def run(
+        self,
+        job: engine.Job,
+        progress_every: int,
+        deadline_passed: Callable[[], bool] = lambda: False,
+    ) -> AsyncIterator[Event]:
         """The events of `job`; closing the stream early cancels the run (if nobody else waits
-        for it). Raises Overloaded or ShuttingDown before the first event, the engine's errors
-        as they happen. Use under `contextlib.aclosing` so that cancellation is immediate.
+        for it), as "deadline_exceeded" if `deadline_passed()` says so then, else "cancelled".
+        Raises Overloaded or ShuttingDown before the first event, the engine's errors as they
+        happen. Use under `contextlib.aclosing` so that cancellation is immediate.
         """
         if self._cache is not None:
             cached = await asyncio.to_thread(self._cache.get, job)
@@ -144,10 +158,10 @@ class Scheduler:
             ticket = self._admit(job, progress_every)
         else:
             self._metrics.shared_runs.inc()
-        events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        events: Consumer = Mailbox(*self._pending, self._metrics.progress_dropped.inc)
         ticket.consumers.append(events)
         if ticket.position:
-            events.put_nowait(Queued(ticket.position))
+            events.put(Queued(ticket.position))
         try:
             while True:
                 event = await events.get()
@@ -157,7 +171,7 @@ class Scheduler:
                 if isinstance(event, Finished):
                     return
         finally:
-            self._leave(ticket, events)
+            self._leave(ticket, events, deadline_passed)
 
     async def drain(self, grace: float) -> None:
         """Stop admitting; queued runs end now, running ones get `grace` seconds, then end."""
@@ -206,11 +220,15 @@ class Scheduler:
         self._metrics.queue_depth.set(len(self._waiting))
         self._metrics.active_runs.set(len(self._active))
 
-    def _leave(self, ticket: _Ticket, events: asyncio.Queue[Event | BaseException]) -> None:
+    def _leave(
+        self, ticket: _Ticket, events: Consumer, deadline_passed: Callable[[], bool]
+    ) -> None:
         """A consumer is gone (or done); the last one out cancels the run or its queue place."""
         ticket.consumers.remove(events)
         if ticket.consumers:
             return
+        if deadline_passed():
+            ticket.cancelled_status = "deadline_exceeded"
         ticket.cancel.set()
         self._forget(ticket)
         if ticket in self._waiting:
@@ -253,7 +271,7 @@ class Scheduler:
             if self._cache is not None:
                 self._loop.run_in_executor(None, self._store, ticket.job, outcome)
         elif isinstance(outcome, engine.Cancelled):
-            status = "unavailable" if ticket.shut_down else "cancelled"
+            status = "unavailable" if ticket.shut_down else ticket.cancelled_status
         else:
             status = "error"
             ticket.publish(outcome)
@@ -270,6 +288,7 @@ class Scheduler:
         log.info("run %s", status, extra={"fields": fields})
         if not self._active:
             self._idle.set()
+            self._loop.run_in_executor(None, release_free_memory)
         self._dispatch()  # after the log: tests read the log once active runs drop
 
     def _store(self, job: engine.Job, result: engine.RenderResult) -> None:

@@ -44,7 +44,7 @@ class Server:
     def __init__(self, settings: Settings, loader: Loader | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.servicer = FeatureVisualizationServicer(settings)
+        self.servicer = FeatureVisualizationServicer(settings, self.metrics)
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port: int | None = None
@@ -103,7 +103,9 @@ class Server:
         cache = None
         if settings.result_cache_mb:
             directory = settings.result_cache_dir or settings.cache_dir / "results"
-            cache = ResultCache(directory, settings.result_cache_mb << 20, weights.sha256)
+            cache = ResultCache(
+                directory, settings.result_cache_mb << 20, weights.sha256, self.metrics
+            )
         scheduler = Scheduler(
             model,
             self.metrics,
@@ -111,6 +113,8 @@ class Server:
             queue_size=settings.queue_size,
             retry_after=settings.retry_after,
             max_batch_images=settings.max_batch_images,
+            pending_updates=settings.stream_pending_updates,
+            pending_bytes=settings.stream_pending_mb << 20,
             cache=cache,
         )
         self.servicer.backend = Backend(weights, model, scheduler, self.settings.cache_dir)

@@ -5,6 +5,7 @@ out. Nothing else happens here (grpc's own examples keep servicers this thin).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import ParamSpec, TypeVar
@@ -21,7 +22,12 @@ from featviz.v1 import featviz_pb2_grpc as pb_grpc
 from ..config import Settings
 from . import messages, validation
 from .backend import Backend
+from .echo import bounded
+from .interceptors import deadline_passed
+from .metrics import Metrics
 from .scheduler import Event, Finished, Overloaded, Queued, ShuttingDown
+
+log = logging.getLogger(__name__)
 
 ONNX_CHUNK = 1 << 20  # 1 MiB
 P = ParamSpec("P")
@@ -31,8 +37,9 @@ T = TypeVar("T")
 class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
     """Serves DescribeModel, Maximize and ExportOnnx once `backend` is set (model loaded)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self._settings = settings
+        self._metrics = metrics
         self.backend: Backend | None = None
 
     async def DescribeModel(
@@ -47,11 +54,26 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
     ) -> AsyncIterator[pb.MaximizeResponse]:
         backend = await self._ready(context)
         plan = await _validated(context, validation.maximization, request, self._settings)
+        run = backend.scheduler.run(plan.job, plan.preview_every, lambda: deadline_passed(context))
         try:
-            async with aclosing(backend.scheduler.run(plan.job, plan.preview_every)) as events:
+            async with aclosing(run) as events:
                 async for event in events:
-                    for message in await asyncio.to_thread(_responses, event, plan):
-                        yield message
+                    responses = await asyncio.to_thread(_responses, event, plan)
+                    if not isinstance(event, Finished):
+                        for message in responses:
+                            yield message
+                        continue
+                    for message in responses:
+                        timer = asyncio.get_running_loop().call_later(
+                            self._settings.unread_result_timeout,
+                            self._end_unread,
+                            context,
+                            asyncio.current_task(),
+                        )
+                        try:
+                            yield message
+                        finally:
+                            timer.cancel()
         except Overloaded as error:
             await _abort_with_retry(context, str(error), error.retry_after)
         except ShuttingDown as error:
@@ -71,6 +93,26 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
                 message.data = chunk
                 yield message
                 message = pb.ExportOnnxResponse()
+
+    def _end_unread(
+        self, context: grpc.aio.ServicerContext, handler: asyncio.Task[None] | None
+    ) -> None:
+        """End a stream whose client has read nothing for unread_result_timeout seconds since
+        its run finished: the status waits behind what the client has not read, and stopping
+        the handler frees everything else now."""
+        seconds = self._settings.unread_result_timeout
+        cached = " (the result cache answers at once)" if self._settings.result_cache_mb else ""
+        log.warning("ending a stream that is not read", extra={"fields": {"seconds": seconds}})
+        self._metrics.unread_streams.inc()
+        ending = asyncio.ensure_future(
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"nothing was read for {seconds:g} s after the run finished; ask again{cached}",
+            )
+        )
+        ending.add_done_callback(lambda done: done.cancelled() or done.exception())
+        if handler is not None:
+            handler.cancel()
 
     async def _ready(self, context: grpc.aio.ServicerContext) -> Backend:
         if self.backend is None:
@@ -97,7 +139,7 @@ async def _validated(
         return check(*args, **kwargs)
     except validation.InvalidArgument as error:
         violation = error_details_pb2.BadRequest.FieldViolation(
-            field=error.field, description=error.description
+            field=error.field, description=bounded(error.description)
         )
         await _abort(
             context,
@@ -126,5 +168,7 @@ async def _abort(
     """Abort with a google.rpc.Status carrying one detail message (grpcio-status encoding)."""
     packed = any_pb2.Any()
     packed.Pack(detail)
-    status = rpc_status.to_status(status_pb2.Status(code=code, message=message, details=[packed]))
+    status = rpc_status.to_status(
+        status_pb2.Status(code=code, message=bounded(message), details=[packed])
+    )
     await context.abort(status.code, status.details, status.trailing_metadata)

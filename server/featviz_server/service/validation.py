@@ -18,6 +18,7 @@ from featviz.v1 import featviz_pb2 as pb
 from .. import engine
 from ..architecture import LAYERS, LAYERS_BY_NAME, MIN_INPUT_SIZE, layer_geometry
 from ..config import Settings
+from .echo import echo
 
 DEFAULT_DESCRIBE_SIZE = 224
 UINT64_MAX = 2**64 - 1
@@ -72,7 +73,9 @@ def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximizatio
     layer = LAYERS_BY_NAME.get(request.layer)
     if layer is None:
         names = ", ".join(layer.name for layer in LAYERS)
-        raise InvalidArgument("layer", f"unknown layer {request.layer!r}; valid layers: {names}")
+        raise InvalidArgument(
+            "layer", f"unknown layer {echo(request.layer)}; valid layers: {names}"
+        )
     channels = _channels(request, layer.name, layer.channels, settings)
     recipe = _recipe(request, settings)
     steps = recipe.steps
