@@ -21,6 +21,7 @@ from ..model import VGG16, default_device, load_model
 from ..weights import Weights, load_weights
 from .backend import Backend
 from .interceptors import BearerToken, RequestContext
+from .memory import limit_malloc_arenas
 from .metrics import Metrics
 from .result_cache import ResultCache
 from .scheduler import Scheduler
@@ -136,6 +137,7 @@ class Server:
 
 async def serve(settings: Settings) -> None:
     """Run a server until SIGTERM/SIGINT, then drain. A failed model load stops it and raises."""
+    limit_malloc_arenas()
     server = Server(settings)
     port = await server.start()
     if server.metrics_port is not None:
