@@ -106,7 +106,8 @@ class _Ticket:
 
 
 class Scheduler:
-    """At most `max_active` runs at once, up to `queue_size` more waiting (FIFO)."""
+    """At most `max_active` runs at once, up to `queue_size` more waiting (FIFO); each consumer
+    holds at most `pending_updates` progress updates and `pending_bytes` of their images."""
 
     def __init__(
         self,
@@ -117,8 +118,8 @@ class Scheduler:
         queue_size: int,
         retry_after: float,
         max_batch_images: int,
-        pending_updates: int = 16,
-        pending_bytes: int = 16 << 20,
+        pending_updates: int,
+        pending_bytes: int,
         cache: ResultCache | None = None,
     ) -> None:
         self._metrics = metrics

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing, contextmanager, nullcontext
 from typing import ParamSpec, TypeVar
 
 import grpc
@@ -58,22 +58,10 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
         try:
             async with aclosing(run) as events:
                 async for event in events:
-                    responses = await asyncio.to_thread(_responses, event, plan)
-                    if not isinstance(event, Finished):
-                        for message in responses:
+                    finished = isinstance(event, Finished)
+                    for message in await asyncio.to_thread(_responses, event, plan):
+                        with self._ended_if_unread(context) if finished else nullcontext():
                             yield message
-                        continue
-                    for message in responses:
-                        timer = asyncio.get_running_loop().call_later(
-                            self._settings.unread_result_timeout,
-                            self._end_unread,
-                            context,
-                            asyncio.current_task(),
-                        )
-                        try:
-                            yield message
-                        finally:
-                            timer.cancel()
         except Overloaded as error:
             await _abort_with_retry(context, str(error), error.retry_after)
         except ShuttingDown as error:
@@ -94,12 +82,26 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
                 yield message
                 message = pb.ExportOnnxResponse()
 
+    @contextmanager
+    def _ended_if_unread(self, context: grpc.aio.ServicerContext) -> Iterator[None]:
+        """Within: a client that reads nothing for unread_result_timeout seconds is cut off."""
+        timer = asyncio.get_running_loop().call_later(
+            self._settings.unread_result_timeout,
+            self._end_unread,
+            context,
+            asyncio.current_task(),
+        )
+        try:
+            yield
+        finally:
+            timer.cancel()
+
     def _end_unread(
         self, context: grpc.aio.ServicerContext, handler: asyncio.Task[None] | None
     ) -> None:
-        """End a stream whose client has read nothing for unread_result_timeout seconds since
-        its run finished: the status waits behind what the client has not read, and stopping
-        the handler frees everything else now."""
+        """End a stream whose client has read nothing for a while since its run finished: the
+        status waits behind what the client has not read, and stopping the handler frees
+        everything else now."""
         seconds = self._settings.unread_result_timeout
         cached = " (the result cache answers at once)" if self._settings.result_cache_mb else ""
         log.warning("ending a stream that is not read", extra={"fields": {"seconds": seconds}})
