@@ -6,9 +6,12 @@ and refused with Overloaded otherwise (the servicer answers RESOURCE_EXHAUSTED w
 
 Admitted runs are optimized by one Batcher thread with continuous batching: at every step it
 advances, in ONE forward/backward (`engine.advance`), as many runs sharing a cut point and image
-size as fit `max_batch_images`, least recently advanced first. Runs join and leave at step
-boundaries, each keeps its own parameters, optimizer and random streams (so its images are those
-it would get alone), and one huge run cannot starve small ones: they take turns. Progress crosses
+size as fit `max_batch_images`. Runs join and leave at step boundaries, and each keeps its own
+parameters, optimizer and random streams (so its images are those it would get alone). The run
+that has waited least for its steps goes first (each is charged the time of every step it takes
+part in and of its previews; a newcomer starts level with the least charged), so every run gets an equal share of the
+device's time whatever its size: a small run beside big ones is slowed by their number, not by
+their size, and a huge run cannot starve small ones. Progress crosses
 into the event loop with `call_soon_threadsafe` and lands in each consumer's bounded Mailbox: the
 batcher never waits for a consumer, and one that reads slowly gets the latest progress, not all
 of it. When a run's last consumer goes away (cancel, deadline, drain), its cancel Event is set
@@ -318,8 +321,7 @@ class Batcher:
         self._wake = threading.Condition()
         self._stopped = False
         self._runs: dict[_Ticket, engine.Run] = {}  # only touched by the thread
-        self._last_turn: dict[_Ticket, int] = {}
-        self._turns = count(1)
+        self._charged: dict[_Ticket, float] = {}  # seconds of the steps each run took part in
         self._thread = threading.Thread(target=self._work, name="featviz-batcher", daemon=True)
         self._thread.start()
 
@@ -357,16 +359,16 @@ class Batcher:
         except Exception as error:  # e.g. out of memory for its parameters
             self._report(ticket, error)
             return
-        self._last_turn[ticket] = 0
+        self._charged[ticket] = min(self._charged.values(), default=0.0)
 
     def _leave(self, ticket: _Ticket, outcome: Outcome) -> None:
-        del self._runs[ticket], self._last_turn[ticket]
+        del self._runs[ticket], self._charged[ticket]
         self._report(ticket, outcome)
 
     def _next_batch(self) -> list[_Ticket]:
-        """The least recently advanced run, plus every other run that shares its batch key and
-        fits the image budget, in the same order (a run larger than the budget goes alone)."""
-        order = sorted(self._runs, key=lambda t: (self._last_turn[t], t.order))
+        """The least charged run, plus every other run that shares its batch key and fits the
+        image budget, in the same order (a run larger than the budget goes alone)."""
+        order = sorted(self._runs, key=lambda t: (self._charged[t], t.order))
         first = self._runs[order[0]]
         batch, images = [order[0]], len(first)
         for ticket in order[1:]:
@@ -378,20 +380,24 @@ class Batcher:
 
     def _step(self, batch: list[_Ticket]) -> None:
         runs = [self._runs[ticket] for ticket in batch]
+        started = time.perf_counter()
         try:
             engine.advance(runs)
         except Exception as error:  # the whole batch failed together
             for ticket in batch:
                 self._leave(ticket, error)
             return
+        seconds = time.perf_counter() - started
         self._metrics.batch_images.observe(sum(len(run) for run in runs))
-        turn = next(self._turns)
         for ticket, run in zip(batch, runs, strict=True):
-            self._last_turn[ticket] = turn
+            began = time.perf_counter()
             try:
                 if ticket.progress_every and run.step % ticket.progress_every == 0:
                     self._report(ticket, run.progress())
                 if run.done:
                     self._leave(ticket, run.result())
+                    continue
             except Exception as error:
                 self._leave(ticket, error)
+                continue
+            self._charged[ticket] += seconds + time.perf_counter() - began  # its previews too
