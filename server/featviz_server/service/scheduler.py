@@ -7,15 +7,15 @@ and refused with Overloaded otherwise (the servicer answers RESOURCE_EXHAUSTED w
 Admitted runs are optimized by one Batcher thread with continuous batching: at every step it
 advances, in ONE forward/backward (`engine.advance`), as many runs sharing a cut point and image
 size as fit `max_batch_images`. Runs join and leave at step boundaries, and each keeps its own
-parameters, optimizer and random streams (so its images are those it would get alone). The run
-that has waited least for its steps goes first (each is charged the time of every step it takes
-part in and of its previews; a newcomer starts level with the least charged), so every run gets an equal share of the
-device's time whatever its size: a small run beside big ones is slowed by their number, not by
-their size, and a huge run cannot starve small ones. Progress crosses
-into the event loop with `call_soon_threadsafe` and lands in each consumer's bounded Mailbox: the
-batcher never waits for a consumer, and one that reads slowly gets the latest progress, not all
-of it. When a run's last consumer goes away (cancel, deadline, drain), its cancel Event is set
-and it leaves the batch before the next step; only then does it free its slot.
+parameters, optimizer and random streams (so its images are those it would get alone). Each run
+is charged the time of every step it takes part in and of its previews, and the least charged
+goes next (a newcomer starts level with the least charged one): every run gets an equal share of
+the device's time whatever its size, so a small run beside big ones is slowed by their number,
+not their size, and a huge run cannot starve small ones. Progress crosses into the event loop
+with `call_soon_threadsafe` and lands in each consumer's bounded Mailbox: the batcher never waits
+for a consumer, and one that reads slowly gets the latest progress, not all of it. When a run's
+last consumer goes away (cancel, deadline, drain), its cancel Event is set and it leaves the
+batch before the next step; only then does it free its slot.
 
 The servicer sees only `run(job, progress_every, deadline_passed)` -> an async stream of Queued,
 engine.Progress and Finished events.
