@@ -164,14 +164,14 @@ def test_the_cache_keys_on_everything_and_stays_within_its_bound(tmp_path: Path)
     for seed in (2, 3, 4, 5):
         cache.put(job(seed), result(seed))
     kept = [seed for seed in range(1, 6) if cache.get(job(seed)) is not None]
-    assert len(list(tmp_path.glob("*.npz"))) == len(kept) < 5
+    assert len(list(tmp_path.glob("*.result"))) == len(kept) < 5
     assert 5 in kept and 1 not in kept  # least recently used went first
 
 
 def test_a_damaged_cache_entry_is_dropped_not_served(tmp_path: Path) -> None:
     cache = ResultCache(tmp_path, 1 << 20, "sha-a")
     cache.put(job(1), result(1))
-    (entry,) = tmp_path.glob("*.npz")
+    (entry,) = tmp_path.glob("*.result")
     entry.write_bytes(b"garbage")
     assert cache.get(job(1)) is None
     assert not entry.exists()

@@ -223,14 +223,22 @@ def test_client_cancel_stops_the_run_within_a_step(server: ServerProcess, stub) 
     assert 1 <= stopped_at < LONG["steps"]
 
 
-def test_deadline_stops_the_run(server: ServerProcess, stub) -> None:
-    before = cancelled_runs(server)
+def test_a_deadline_stops_the_run_and_is_told_apart_from_a_cancel(
+    server: ServerProcess, stub
+) -> None:
+    timed_out = 'featviz_runs_finished_total{status="deadline_exceeded"}'
+    before, cancelled = server.metric(timed_out, 0.0), cancelled_runs(server)
     with pytest.raises(grpc.RpcError) as caught:
         for _ in stub.Maximize(pb.MaximizeRequest(**LONG, seed=102), timeout=2):
             pass
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     server.wait_metric("featviz_active_runs", 0)
-    assert cancelled_runs(server) == before + 1
+    assert server.metric(timed_out) == before + 1
+    assert cancelled_runs(server) == cancelled
+    log = server.log().splitlines()
+    assert '"run deadline_exceeded"' in [line for line in log if '"run ' in line][-1]
+    rpc = [line for line in log if "/Maximize" in line and '"rpc ' in line][-1]
+    assert '"code": "DEADLINE_EXCEEDED"' in rpc
 
 
 # --- admission -------------------------------------------------------------------------------

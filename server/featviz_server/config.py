@@ -49,6 +49,12 @@ HELP = {
     "batcher learns per layer and size the batch that advances the most images per second)",
     "result_cache_mb": "disk space for finished results (0: no result cache)",
     "result_cache_dir": "where finished results are kept (default: CACHE_DIR/results)",
+    "stream_pending_updates": "progress updates held for a client that reads slower than its run "
+    "advances; older ones are dropped, the latest kept (queue positions and results never are)",
+    "stream_pending_mb": "MiB of preview images held for such a client (the latest update is kept "
+    "even if larger)",
+    "unread_result_timeout": "seconds a client may read nothing once its run has finished; then "
+    "its stream ends (the result stays in the result cache)",
     "retry_after": "seconds suggested to an overloaded client (RetryInfo)",
     "drain_grace": "seconds in-flight runs may finish after SIGTERM",
     "exemplars_dir": "find natural exemplars among the images under this directory (recursively; "
@@ -84,6 +90,9 @@ class Settings:
     max_batch_images: int = 64
     result_cache_mb: int = 1024
     result_cache_dir: Path | None = None
+    stream_pending_updates: int = 16
+    stream_pending_mb: int = 16
+    unread_result_timeout: float = 60.0
     retry_after: float = 2.0
     drain_grace: float = 30.0
     exemplars_dir: Path | None = None
@@ -102,10 +111,10 @@ class Settings:
                 f"max_size: {self.max_size} is not in {MIN_INPUT_SIZE}..{LARGEST_ALLOWED_SIZE}"
             )
         counts = ("max_concurrent_runs", "max_channels", "max_images_per_channel", "max_images")
-        for name in (*counts, "max_steps", "max_batch_images"):
+        for name in (*counts, "max_steps", "max_batch_images", "stream_pending_updates"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be at least 1")
-        for name in ("queue_size", "result_cache_mb"):
+        for name in ("queue_size", "result_cache_mb", "stream_pending_mb"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name}: must be at least 0")
         if not MIN_INPUT_SIZE <= self.exemplar_size <= LARGEST_EXEMPLAR_SIZE:
@@ -115,8 +124,9 @@ class Settings:
             )
         if self.exemplars_dir is not None and not self.exemplars_dir.is_dir():
             raise SettingsError(f"exemplars_dir: {self.exemplars_dir} is not a directory")
-        if self.retry_after < 0 or self.drain_grace < 0:
-            raise SettingsError("retry_after and drain_grace: must not be negative")
+        for name in ("retry_after", "drain_grace", "unread_result_timeout"):
+            if not getattr(self, name) >= 0:  # NaN too
+                raise SettingsError(f"{name}: must not be negative")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

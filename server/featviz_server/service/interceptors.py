@@ -17,13 +17,22 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from .echo import bounded
 from .logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_KEY = "x-request-id"
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+DEADLINE_SLACK = 0.05  # seconds: gRPC's timer and our clock may disagree this much
 Behavior = Callable[..., Any]
+
+
+def deadline_passed(context: grpc.aio.ServicerContext) -> bool:
+    """Whether the RPC's deadline has come: a call that ends now ran out of time, rather than
+    being cancelled by its client."""
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= DEADLINE_SLACK
 
 
 def _replace_behavior(
@@ -93,7 +102,9 @@ async def _decoded(
     try:
         return decode(request)
     except DecodeError as error:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {error}")
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, bounded(f"malformed request: {error}")
+        )
 
 
 @asynccontextmanager
@@ -109,8 +120,14 @@ async def _rpc_scope(context: grpc.aio.ServicerContext, method: str) -> AsyncIte
     except grpc.aio.AbortError:
         code = context.code()
         raise
-    except asyncio.CancelledError:  # the client cancelled or its deadline passed
-        code = grpc.StatusCode.CANCELLED
+    except (asyncio.CancelledError, GeneratorExit):
+        # The client cancelled or its deadline passed (GeneratorExit: while a write waited), or
+        # the servicer ended the stream with a status of its own.
+        code = context.code() or (
+            grpc.StatusCode.DEADLINE_EXCEEDED
+            if deadline_passed(context)
+            else grpc.StatusCode.CANCELLED
+        )
         raise
     except Exception:
         code = grpc.StatusCode.INTERNAL

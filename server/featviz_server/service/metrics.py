@@ -22,7 +22,8 @@ class Metrics:
         )
         self.runs_finished = Counter(
             "featviz_runs_finished",
-            "Runs that ended, by status: ok, cancelled, error, unavailable.",
+            "Runs that ended, by status: ok, cancelled (the client left), deadline_exceeded (its "
+            "deadline passed), error, unavailable (the server shut down).",
             ["status"],
             registry=registry,
         )
@@ -70,6 +71,25 @@ class Metrics:
         self.shared_runs = Counter(
             "featviz_shared_runs",
             "Requests that joined an identical run already in flight instead of starting one.",
+            registry=registry,
+        )
+        self.result_cache_damaged = Counter(
+            "featviz_result_cache_damaged",
+            "Result cache files deleted as damaged instead of served (then recomputed), by what "
+            "was wrong: unreadable, size, format, checksum, key, job, shape, facts, partial.",
+            ["reason"],
+            registry=registry,
+        )
+        self.progress_dropped = Counter(
+            "featviz_progress_dropped",
+            "Progress updates a client never got because it read slower than its run advanced "
+            "(it gets the latest one instead).",
+            registry=registry,
+        )
+        self.unread_streams = Counter(
+            "featviz_unread_streams_ended",
+            "Streams ended because the client read nothing for unread_result_timeout seconds "
+            "after its run had finished (the result stays in the result cache).",
             registry=registry,
         )
         self._http = None

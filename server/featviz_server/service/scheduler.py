@@ -6,17 +6,21 @@ and refused with Overloaded otherwise (the servicer answers RESOURCE_EXHAUSTED w
 
 Admitted runs are optimized by one Batcher thread with continuous batching: at every step it
 advances, in ONE forward/backward (`engine.advance`), as many runs sharing a cut point and image
-size as fit the batch budget, least recently advanced first. The budget is learnt per batch key
-from the timed steps themselves (BatchBudget): the one, up to `max_batch_images`, that advances
-the most images per second on this device. Runs join and leave at step
-boundaries, each keeps its own parameters, optimizer and random streams (so its images are those
-it would get alone), and one huge run cannot starve small ones: they take turns. Progress crosses
-into the event loop with `call_soon_threadsafe`. When a run's last consumer goes away (cancel,
-deadline, drain), its cancel Event is set and it leaves the batch before the next step; only then
-does it free its slot.
+size as fit the batch budget. The budget is learnt per batch key from the timed steps themselves
+(BatchBudget): the one, up to `max_batch_images`, that advances the most images per second on
+this device. Runs join and leave at step boundaries, and each keeps its own parameters,
+optimizer and random streams (so its images are those it would get alone). Each run is charged
+the time of every step it takes part in and of its previews, and the least charged goes next (a
+newcomer starts level with the least charged one): every run gets an equal share of the device's
+time whatever its size, so a small run beside big ones is slowed by their number, not their
+size, and a huge run cannot starve small ones. Progress crosses into the event loop with
+`call_soon_threadsafe` and lands in each consumer's bounded Mailbox: the batcher never waits for
+a consumer, and one that reads slowly gets the latest progress, not all of it. When a run's last
+consumer goes away (cancel, deadline, drain), its cancel Event is set and it leaves the batch
+before the next step; only then does it free its slot.
 
-The servicer sees only `run(job, progress_every)` -> an async stream of Queued, engine.Progress
-and Finished events.
+The servicer sees only `run(job, progress_every, deadline_passed)` -> an async stream of Queued,
+engine.Progress and Finished events.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from itertools import count
 from torch import nn
 
 from .. import engine
+from .mailbox import Mailbox
+from .memory import release_free_memory
 from .metrics import Metrics
 from .result_cache import ResultCache
 
@@ -57,6 +63,7 @@ class Finished:
 
 Event = Queued | engine.Progress | Finished
 Outcome = engine.RenderResult | BaseException
+Consumer = Mailbox[Event | BaseException]
 
 
 class Overloaded(Exception):
@@ -85,8 +92,9 @@ class _Ticket:
     progress_every: int
     admitted: float = field(default_factory=time.monotonic)
     order: int = field(default_factory=lambda: next(_sequence))
-    consumers: list[asyncio.Queue[Event | BaseException]] = field(default_factory=list)
+    consumers: list[Consumer] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
+    cancelled_status: str = "cancelled"  # or "deadline_exceeded": why the last consumer left
     position: int = 0
     started: float = 0.0
     last_step: int = 0
@@ -99,11 +107,12 @@ class _Ticket:
 
     def publish(self, event: Event | BaseException) -> None:
         for consumer in self.consumers:
-            consumer.put_nowait(event)
+            consumer.put(event)
 
 
 class Scheduler:
-    """At most `max_active` runs at once, up to `queue_size` more waiting (FIFO)."""
+    """At most `max_active` runs at once, up to `queue_size` more waiting (FIFO); each consumer
+    holds at most `pending_updates` progress updates and `pending_bytes` of their images."""
 
     def __init__(
         self,
@@ -114,9 +123,12 @@ class Scheduler:
         queue_size: int,
         retry_after: float,
         max_batch_images: int,
+        pending_updates: int,
+        pending_bytes: int,
         cache: ResultCache | None = None,
     ) -> None:
         self._metrics = metrics
+        self._pending = (pending_updates, pending_bytes)
         self._max_active = max_active
         self._queue_size = queue_size
         self._retry_after = retry_after
@@ -130,10 +142,16 @@ class Scheduler:
         self._loop = asyncio.get_running_loop()
         self._batcher = Batcher(model, max_batch_images, self._report, metrics)
 
-    async def run(self, job: engine.Job, progress_every: int) -> AsyncIterator[Event]:
+    async def run(
+        self,
+        job: engine.Job,
+        progress_every: int,
+        deadline_passed: Callable[[], bool] = lambda: False,
+    ) -> AsyncIterator[Event]:
         """The events of `job`; closing the stream early cancels the run (if nobody else waits
-        for it). Raises Overloaded or ShuttingDown before the first event, the engine's errors
-        as they happen. Use under `contextlib.aclosing` so that cancellation is immediate.
+        for it), as "deadline_exceeded" if `deadline_passed()` says so then, else "cancelled".
+        Raises Overloaded or ShuttingDown before the first event, the engine's errors as they
+        happen. Use under `contextlib.aclosing` so that cancellation is immediate.
         """
         if self._cache is not None:
             cached = await asyncio.to_thread(self._cache.get, job)
@@ -146,10 +164,10 @@ class Scheduler:
             ticket = self._admit(job, progress_every)
         else:
             self._metrics.shared_runs.inc()
-        events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        events: Consumer = Mailbox(*self._pending, self._metrics.progress_dropped.inc)
         ticket.consumers.append(events)
         if ticket.position:
-            events.put_nowait(Queued(ticket.position))
+            events.put(Queued(ticket.position))
         try:
             while True:
                 event = await events.get()
@@ -159,7 +177,7 @@ class Scheduler:
                 if isinstance(event, Finished):
                     return
         finally:
-            self._leave(ticket, events)
+            self._leave(ticket, events, deadline_passed)
 
     async def drain(self, grace: float) -> None:
         """Stop admitting; queued runs end now, running ones get `grace` seconds, then end."""
@@ -208,11 +226,15 @@ class Scheduler:
         self._metrics.queue_depth.set(len(self._waiting))
         self._metrics.active_runs.set(len(self._active))
 
-    def _leave(self, ticket: _Ticket, events: asyncio.Queue[Event | BaseException]) -> None:
+    def _leave(
+        self, ticket: _Ticket, events: Consumer, deadline_passed: Callable[[], bool]
+    ) -> None:
         """A consumer is gone (or done); the last one out cancels the run or its queue place."""
         ticket.consumers.remove(events)
         if ticket.consumers:
             return
+        if deadline_passed():
+            ticket.cancelled_status = "deadline_exceeded"
         ticket.cancel.set()
         self._forget(ticket)
         if ticket in self._waiting:
@@ -255,7 +277,7 @@ class Scheduler:
             if self._cache is not None:
                 self._loop.run_in_executor(None, self._store, ticket.job, outcome)
         elif isinstance(outcome, engine.Cancelled):
-            status = "unavailable" if ticket.shut_down else "cancelled"
+            status = "unavailable" if ticket.shut_down else ticket.cancelled_status
         else:
             status = "error"
             ticket.publish(outcome)
@@ -272,6 +294,7 @@ class Scheduler:
         log.info("run %s", status, extra={"fields": fields})
         if not self._active:
             self._idle.set()
+            self._loop.run_in_executor(None, release_free_memory)
         self._dispatch()  # after the log: tests read the log once active runs drop
 
     def _store(self, job: engine.Job, result: engine.RenderResult) -> None:
@@ -300,8 +323,7 @@ class Batcher:
         self._wake = threading.Condition()
         self._stopped = False
         self._runs: dict[_Ticket, engine.Run] = {}  # only touched by the thread
-        self._last_turn: dict[_Ticket, int] = {}
-        self._turns = count(1)
+        self._charged: dict[_Ticket, float] = {}  # seconds of the steps each run took part in
         self._thread = threading.Thread(target=self._work, name="featviz-batcher", daemon=True)
         self._thread.start()
 
@@ -339,16 +361,16 @@ class Batcher:
         except Exception as error:  # e.g. out of memory for its parameters
             self._report(ticket, error)
             return
-        self._last_turn[ticket] = 0
+        self._charged[ticket] = min(self._charged.values(), default=0.0)
 
     def _leave(self, ticket: _Ticket, outcome: Outcome) -> None:
-        del self._runs[ticket], self._last_turn[ticket]
+        del self._runs[ticket], self._charged[ticket]
         self._report(ticket, outcome)
 
     def _next_batch(self) -> tuple[list[_Ticket], int]:
-        """The least recently advanced run, plus every other run that shares its batch key and
-        fits the key's budget, in the same order (a run larger than the budget goes alone)."""
-        order = sorted(self._runs, key=lambda t: (self._last_turn[t], t.order))
+        """The least charged run, plus every other run that shares its batch key and fits the
+        key's budget, in the same order (a run larger than the budget goes alone)."""
+        order = sorted(self._runs, key=lambda t: (self._charged[t], t.order))
         first = self._runs[order[0]]
         budget = self._budgets.images(first.batch_key)
         batch, images = [order[0]], len(first)
@@ -369,18 +391,21 @@ class Batcher:
             for ticket in batch:
                 self._leave(ticket, error)
             return
-        self._budgets.observe(key, budget, images, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self._budgets.observe(key, budget, images, seconds)
         self._metrics.batch_images.observe(images)
-        turn = next(self._turns)
         for ticket, run in zip(batch, runs, strict=True):
-            self._last_turn[ticket] = turn
+            began = time.perf_counter()
             try:
                 if ticket.progress_every and run.step % ticket.progress_every == 0:
                     self._report(ticket, run.progress())
                 if run.done:
                     self._leave(ticket, run.result())
+                    continue
             except Exception as error:
                 self._leave(ticket, error)
+                continue
+            self._charged[ticket] += seconds + time.perf_counter() - began  # its previews too
 
 
 class BatchBudget:

@@ -24,6 +24,7 @@ from ..weights import Weights, load_weights
 from .backend import Backend
 from .exemplar_search import ExemplarSearch
 from .interceptors import BearerToken, RequestContext
+from .memory import limit_malloc_arenas
 from .metrics import Metrics
 from .result_cache import ResultCache
 from .scheduler import Scheduler
@@ -47,7 +48,7 @@ class Server:
     def __init__(self, settings: Settings, loader: Loader | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.servicer = FeatureVisualizationServicer(settings)
+        self.servicer = FeatureVisualizationServicer(settings, self.metrics)
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port: int | None = None
@@ -106,7 +107,9 @@ class Server:
         cache = None
         if settings.result_cache_mb:
             directory = settings.result_cache_dir or settings.cache_dir / "results"
-            cache = ResultCache(directory, settings.result_cache_mb << 20, weights.sha256)
+            cache = ResultCache(
+                directory, settings.result_cache_mb << 20, weights.sha256, self.metrics
+            )
         scheduler = Scheduler(
             model,
             self.metrics,
@@ -114,6 +117,8 @@ class Server:
             queue_size=settings.queue_size,
             retry_after=settings.retry_after,
             max_batch_images=settings.max_batch_images,
+            pending_updates=settings.stream_pending_updates,
+            pending_bytes=settings.stream_pending_mb << 20,
             cache=cache,
         )
         photos = settings.exemplars_dir
@@ -145,6 +150,7 @@ class Server:
 
 async def serve(settings: Settings) -> None:
     """Run a server until SIGTERM/SIGINT, then drain. A failed model load stops it and raises."""
+    limit_malloc_arenas()
     server = Server(settings)
     port = await server.start()
     if server.metrics_port is not None:

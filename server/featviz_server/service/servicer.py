@@ -5,8 +5,9 @@ out. Nothing else happens here (grpc's own examples keep servicers this thin).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing, contextmanager, nullcontext
 from typing import ParamSpec, TypeVar
 
 import grpc
@@ -22,7 +23,12 @@ from ..config import Settings
 from ..exemplars import EmptyCollection
 from . import messages, validation
 from .backend import Backend
+from .echo import bounded
+from .interceptors import deadline_passed
+from .metrics import Metrics
 from .scheduler import Event, Finished, Overloaded, Queued, ShuttingDown
+
+log = logging.getLogger(__name__)
 
 ONNX_CHUNK = 1 << 20  # 1 MiB
 P = ParamSpec("P")
@@ -33,8 +39,9 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
     """Serves DescribeModel, Maximize, ExportOnnx and FindExemplars once `backend` is set (model
     loaded)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self._settings = settings
+        self._metrics = metrics
         self.backend: Backend | None = None
 
     async def DescribeModel(
@@ -49,11 +56,14 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
     ) -> AsyncIterator[pb.MaximizeResponse]:
         backend = await self._ready(context)
         plan = await _validated(context, validation.maximization, request, self._settings)
+        run = backend.scheduler.run(plan.job, plan.preview_every, lambda: deadline_passed(context))
         try:
-            async with aclosing(backend.scheduler.run(plan.job, plan.preview_every)) as events:
+            async with aclosing(run) as events:
                 async for event in events:
+                    finished = isinstance(event, Finished)
                     for message in await asyncio.to_thread(_responses, event, plan):
-                        yield message
+                        with self._ended_if_unread(context) if finished else nullcontext():
+                            yield message
         except Overloaded as error:
             await _abort_with_retry(context, str(error), error.retry_after)
         except ShuttingDown as error:
@@ -87,6 +97,40 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
         except EmptyCollection as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
 
+    @contextmanager
+    def _ended_if_unread(self, context: grpc.aio.ServicerContext) -> Iterator[None]:
+        """Within: a client that reads nothing for unread_result_timeout seconds is cut off."""
+        timer = asyncio.get_running_loop().call_later(
+            self._settings.unread_result_timeout,
+            self._end_unread,
+            context,
+            asyncio.current_task(),
+        )
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _end_unread(
+        self, context: grpc.aio.ServicerContext, handler: asyncio.Task[None] | None
+    ) -> None:
+        """End a stream whose client has read nothing for a while since its run finished: the
+        status waits behind what the client has not read, and stopping the handler frees
+        everything else now."""
+        seconds = self._settings.unread_result_timeout
+        cached = " (the result cache answers at once)" if self._settings.result_cache_mb else ""
+        log.warning("ending a stream that is not read", extra={"fields": {"seconds": seconds}})
+        self._metrics.unread_streams.inc()
+        ending = asyncio.ensure_future(
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"nothing was read for {seconds:g} s after the run finished; ask again{cached}",
+            )
+        )
+        ending.add_done_callback(lambda done: done.cancelled() or done.exception())
+        if handler is not None:
+            handler.cancel()
+
     async def _ready(self, context: grpc.aio.ServicerContext) -> Backend:
         if self.backend is None:
             await context.abort(
@@ -112,7 +156,7 @@ async def _validated(
         return check(*args, **kwargs)
     except validation.InvalidArgument as error:
         violation = error_details_pb2.BadRequest.FieldViolation(
-            field=error.field, description=error.description
+            field=error.field, description=bounded(error.description)
         )
         await _abort(
             context,
@@ -141,5 +185,7 @@ async def _abort(
     """Abort with a google.rpc.Status carrying one detail message (grpcio-status encoding)."""
     packed = any_pb2.Any()
     packed.Pack(detail)
-    status = rpc_status.to_status(status_pb2.Status(code=code, message=message, details=[packed]))
+    status = rpc_status.to_status(
+        status_pb2.Status(code=code, message=bounded(message), details=[packed])
+    )
     await context.abort(status.code, status.details, status.trailing_metadata)

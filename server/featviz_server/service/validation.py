@@ -19,6 +19,7 @@ from .. import engine
 from ..architecture import LAYERS, LAYERS_BY_NAME, MIN_INPUT_SIZE, Layer, layer_geometry
 from ..config import Settings
 from ..exemplars import MAX_EXEMPLARS
+from .echo import echo
 
 DEFAULT_DESCRIBE_SIZE = 224
 UINT64_MAX = 2**64 - 1
@@ -91,7 +92,7 @@ def _layer(name: str) -> Layer:
     layer = LAYERS_BY_NAME.get(name)
     if layer is None:
         names = ", ".join(layer.name for layer in LAYERS)
-        raise InvalidArgument("layer", f"unknown layer {name!r}; valid layers: {names}")
+        raise InvalidArgument("layer", f"unknown layer {echo(name)}; valid layers: {names}")
     return layer
 
 

@@ -1,0 +1,295 @@
+"""Hostile clients and damaged disks (issue 11): a client that reads slowly or not at all costs
+bounded memory and slows nobody; a damaged result cache heals itself; errors that repeat what the
+client sent stay small; a deadline is told apart from a cancel (tests/test_service_maximize.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from serverproc import ServerProcess, bad_request, start_server
+
+from featviz.v1 import featviz_pb2 as pb
+from featviz.v1 import featviz_pb2_grpc as pb_grpc
+from featviz_server import engine
+from featviz_server.service import result_cache
+from featviz_server.service.mailbox import Mailbox
+from featviz_server.service.metrics import Metrics
+from featviz_server.service.result_cache import ResultCache
+from featviz_server.service.scheduler import Finished, Queued
+
+
+def rss_mb(server: ServerProcess) -> float:
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def final_pngs(responses: list[pb.MaximizeResponse]) -> list[bytes]:
+    return [i.png for r in responses if r.HasField("final_images") for i in r.final_images.images]
+
+
+# --- backpressure -----------------------------------------------------------------------------
+
+
+def progress(step: int, side: int = 8) -> engine.Progress:
+    return engine.Progress(step, 10, [0.0], np.zeros((1, side, side, 3), np.uint8))
+
+
+async def test_a_mailbox_keeps_positions_and_results_but_only_the_latest_progress() -> None:
+    dropped = []
+    mailbox = Mailbox(2, 1 << 20, lambda: dropped.append(1))
+    finished = Finished(
+        engine.RenderResult(np.zeros((1, 8, 8, 3), np.uint8), [], [], 5, 1, "cpu"), 0
+    )
+    for event in [Queued(2), Queued(1), *map(progress, range(1, 6)), finished]:
+        mailbox.put(event)
+    events = [await mailbox.get() for _ in range(len(mailbox))]
+    assert events[:2] == [Queued(2), Queued(1)] and events[-1] is finished
+    assert [event.step for event in events[2:-1]] == [4, 5]  # the latest two of five
+    assert len(dropped) == 3
+
+    small = Mailbox(100, 8 * 8 * 3 * 2)  # bytes for two updates
+    for step in range(1, 6):
+        small.put(progress(step))
+    small.put(progress(6, side=64))  # larger than the bound alone: kept, as the latest
+    assert [(await small.get()).step for _ in range(len(small))] == [6]
+
+
+# Heavier per step than the slow reader's run, so that sharing the CPU with it costs little.
+OTHER = pb.MaximizeRequest(layer="block3_conv1", channels=[5], size=64, steps=10, seed=3)
+
+
+def timed(stub: pb_grpc.FeatureVisualizationServiceStub, request: pb.MaximizeRequest) -> float:
+    started = time.monotonic()
+    assert list(stub.Maximize(request, timeout=300))[-1].HasField("summary")
+    return time.monotonic() - started
+
+
+def test_a_slow_reader_costs_bounded_memory_and_does_not_slow_other_runs() -> None:
+    # A run whose client never reads: 8 previews of 128 px every step, 200 steps (~80 MB of
+    # previews that an unbounded queue would keep).
+    slow = pb.MaximizeRequest(layer="block1_conv1", channels=range(8), size=128, steps=200,
+                              preview_every=1)  # fmt: skip
+    with start_server("--metrics-port", "0") as server, server.channel() as channel:
+        stub = pb_grpc.FeatureVisualizationServiceStub(channel)
+        timed(stub, OTHER)  # warm-up
+        alone = min(timed(stub, OTHER) for _ in range(2))
+        steps = server.metric("featviz_optimization_steps_total")
+        unread = stub.Maximize(slow, timeout=300)  # started, never read
+        while server.metric("featviz_optimization_steps_total") < steps + 10:
+            time.sleep(0.1)
+        beside = timed(stub, OTHER)
+        working_set = rss_mb(server)  # both runs' buffers are allocated by now
+        assert server.metric("featviz_optimization_steps_total") < steps + 150  # still going
+        peak = working_set
+        # Until the last step: the final evaluation then takes memory of its own, read or not.
+        while server.metric("featviz_optimization_steps_total") < steps + OTHER.steps + 199:
+            peak = max(peak, rss_mb(server))
+            time.sleep(0.25)
+        server.wait_metric("featviz_active_runs", 0)
+        unread.cancel()
+        assert server.metric("featviz_progress_dropped_total") > 100
+    assert peak - working_set < 30  # MB over the rest of the run: O(1), not O(steps)
+    assert beside < 3 * alone
+
+
+def test_a_client_that_reads_nothing_after_its_run_finished_is_ended(tmp_path: Path) -> None:
+    # 24 classic-preset images of 128 px are ~1.2 MB of noise PNGs: far more than the client's
+    # transport takes in without reading (64 KiB without BDP probing).
+    request = pb.MaximizeRequest(layer="block1_conv1", channels=range(24), size=128, steps=1,
+                                 preset=pb.PRESET_CLASSIC, no_preview_images=True)  # fmt: skip
+    env = {"FEATVIZ_RESULT_CACHE_MB": "64", "FEATVIZ_RESULT_CACHE_DIR": str(tmp_path)}
+    flags = ("--metrics-port", "0", "--unread-result-timeout", "1")
+    with (
+        start_server(*flags, env=env) as server,
+        server.channel(options=(("grpc.http2.bdp_probe", 0),)) as channel,
+    ):
+        stub = pb_grpc.FeatureVisualizationServiceStub(channel)
+        unread = stub.Maximize(request, timeout=120)
+        server.wait_metric("featviz_unread_streams_ended_total", 1, timeout=60)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(unread)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "nothing was read for 1 s" in caught.value.details()
+        again = list(stub.Maximize(request, timeout=120))
+        assert again[-1].summary.cached  # the result waited in the cache
+        assert server.metric("featviz_active_runs") == 0
+
+
+# --- a result cache that heals itself ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def cache_server(cache_dir: Path) -> Iterator[ServerProcess]:
+    env = {"FEATVIZ_RESULT_CACHE_MB": "64", "FEATVIZ_RESULT_CACHE_DIR": str(cache_dir)}
+    with start_server("--metrics-port", "0", env=env) as process:
+        yield process
+
+
+def tiny(seed: int) -> pb.MaximizeRequest:
+    return pb.MaximizeRequest(
+        layer="block1_conv2", channels=[4, 9], size=32, steps=3, seed=seed, no_preview_images=True
+    )
+
+
+def entry_after(cache_dir: Path, before: set[Path]) -> Path:
+    """The entry that appeared since `before` (results are stored just after they are sent)."""
+    deadline = time.monotonic() + 30
+    while not (new := set(cache_dir.glob("*.result")) - before):
+        assert time.monotonic() < deadline, "no entry was stored"
+        time.sleep(0.05)
+    (entry,) = new
+    return entry
+
+
+def resealed(entry: Path, change) -> bytes:
+    """The entry with its header changed by `change(header, images)`, checksum made valid."""
+    header, images = result_cache.decode(entry.read_bytes())
+    del header["sha256"]
+    header, images = change(header, np.frombuffer(images, np.uint8))
+    return result_cache.encode(header, images)
+
+
+def without_activation(header: dict, images: np.ndarray) -> tuple[dict, np.ndarray]:
+    return {
+        **header,
+        "facts": {k: v for k, v in header["facts"].items() if k != "activation"},
+    }, images
+
+
+def half_size(header: dict, images: np.ndarray) -> tuple[dict, np.ndarray]:
+    n, side = header["shape"][0], header["shape"][1] // 2
+    return {**header, "shape": [n, side, side, 3]}, images[: n * side * side * 3]
+
+
+def flipped(data: bytes) -> bytes:
+    middle = len(data) - 100  # inside the images
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+
+
+DAMAGE = {
+    "empty": lambda entry, other: b"",
+    "truncated": lambda entry, other: entry.read_bytes()[: entry.stat().st_size // 2],
+    "garbled": lambda entry, other: flipped(entry.read_bytes()),
+    "missing_keys": lambda entry, other: resealed(entry, without_activation),
+    "wrong_shapes": lambda entry, other: resealed(entry, half_size),
+    "wrong_job": lambda entry, other: other.read_bytes(),
+}
+
+
+def contents(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def damaged_entries(server: ServerProcess) -> float:
+    return sum(
+        server.metric(f'featviz_result_cache_damaged_total{{reason="{reason}"}}', 0.0)
+        for reason in ("unreadable", "size", "format", "checksum", "key", "job", "shape", "facts")
+    )
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_a_damaged_cache_entry_is_recomputed_and_replaced_never_served(
+    kind: str, cache_server: ServerProcess, cache_dir: Path, server: ServerProcess
+) -> None:
+    seed = 100 + list(DAMAGE).index(kind)
+    with cache_server.channel() as channel:
+        stub = pb_grpc.FeatureVisualizationServiceStub(channel)
+        other_before = set(cache_dir.glob("*.result"))
+        list(stub.Maximize(tiny(seed + 50), timeout=120))
+        other = entry_after(cache_dir, other_before)
+        before = set(cache_dir.glob("*.result"))
+        first = list(stub.Maximize(tiny(seed), timeout=120))
+        entry = entry_after(cache_dir, before)
+        damaged = damaged_entries(cache_server)
+        planted = DAMAGE[kind](entry, other)
+        entry.write_bytes(planted)
+
+        repeat = list(stub.Maximize(tiny(seed), timeout=120))  # no INTERNAL: this raises if so
+        assert not repeat[-1].summary.cached  # computed again, not served
+        deadline = time.monotonic() + 30
+        while contents(entry) in (planted, None):  # deleted, then replaced after it is sent
+            assert time.monotonic() < deadline, "the damaged entry was not replaced"
+            time.sleep(0.05)
+        third = list(stub.Maximize(tiny(seed), timeout=120))
+        assert third[-1].summary.cached
+    with server.channel() as channel:  # a server without a result cache
+        clean = list(pb_grpc.FeatureVisualizationServiceStub(channel).Maximize(tiny(seed)))
+    assert final_pngs(repeat) == final_pngs(third) == final_pngs(clean) == final_pngs(first)
+    assert list(repeat[-1].summary.activation) == list(clean[-1].summary.activation)
+    assert damaged_entries(cache_server) == damaged + 1
+
+
+def cache_job(seed: int) -> engine.Job:
+    return engine.Job("block1_conv1", (0,), engine.recipe("fast", size=32, steps=2), seed=seed)
+
+
+def cache_result(seed: int) -> engine.RenderResult:
+    pixels = np.random.default_rng(seed).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    return engine.RenderResult(pixels, [1.0], [2.0], 2, 0.1, "cpu")
+
+
+def test_leftover_partial_files_count_in_the_bound_and_go_once_stale(tmp_path: Path) -> None:
+    entry_bytes = cache_job(0).recipe.size ** 2 * 3 + 2000
+    stale, fresh = tmp_path / "killed.part", tmp_path / "writing.part"
+    stale.write_bytes(b"x" * 10_000)
+    hour_ago = time.time() - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    fresh.write_bytes(b"x" * 2 * entry_bytes)  # a write in progress, by another replica
+    metrics = Metrics()
+    cache = ResultCache(tmp_path, 3 * entry_bytes, "sha", metrics)  # start-up
+    assert not stale.exists() and fresh.exists()
+    partial = {"reason": "partial"}
+    assert metrics.registry.get_sample_value("featviz_result_cache_damaged_total", partial) == 1
+    for seed in (1, 2):
+        cache.put(cache_job(seed), cache_result(seed))
+    assert cache.get(cache_job(1)) is None  # evicted: the partial file takes its room
+    stored = cache.get(cache_job(2))
+    assert stored is not None
+    np.testing.assert_array_equal(stored.images, cache_result(2).images)
+
+
+def test_a_stored_entry_names_its_key_and_job_and_reads_back_exactly(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path, 1 << 20, "sha")
+    cache.put(cache_job(1), cache_result(1))
+    header, images = result_cache.decode(cache.path(cache_job(1)).read_bytes())
+    assert header["key"] == cache.key(cache_job(1)) and header["job"]["seed"] == 1
+    assert header["facts"] == {"objective": [1.0], "activation": [2.0], "steps": 2,
+                               "duration_seconds": 0.1, "device": "cpu"}  # fmt: skip
+    assert len(images) == 32 * 32 * 3 and len(header["sha256"]) == 64
+    stored = cache.get(cache_job(1))
+    assert stored is not None and stored.activation == [2.0] and stored.device == "cpu"
+    json.dumps(header)  # plain JSON throughout
+
+
+# --- bounded echoes ---------------------------------------------------------------------------
+
+
+def test_a_very_long_layer_name_is_refused_naming_the_field(server: ServerProcess) -> None:
+    with server.channel() as channel:
+        stub = pb_grpc.FeatureVisualizationServiceStub(channel)
+        request = pb.MaximizeRequest(layer="é" * 6000 + "x" * 100_000, channels=[0])
+        with pytest.raises(grpc.RpcError) as caught:
+            next(stub.Maximize(request, timeout=30))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = caught.value.details()
+    assert details.startswith("layer: unknown layer 'éééé") and "é…'" in details
+    assert len(details.encode()) <= 512 and "valid layers: block1_conv1" in details
+    (violation,) = bad_request(caught.value).field_violations
+    assert violation.field == "layer" and len(violation.description) < 512
