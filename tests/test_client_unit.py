@@ -230,7 +230,8 @@ def test_credentials_and_token(tmp_path: Path) -> None:
 
 
 class FakeRpcError(grpc.RpcError):
-    """What grpc raises for a failed call: code, details and trailing metadata."""
+    """What grpc raises for a failed call: code, details, the request id in the initial metadata
+    (where the featviz server sends it) and the status details in the trailing metadata."""
 
     def __init__(self, code: grpc.StatusCode, details: str, *details_messages: object) -> None:
         self._code, self._details = code, details
@@ -239,10 +240,7 @@ class FakeRpcError(grpc.RpcError):
             packed = any_pb2.Any()
             packed.Pack(message)  # type: ignore[arg-type]
             status.details.append(packed)
-        self._trailers = (
-            ("grpc-status-details-bin", status.SerializeToString()),
-            ("x-request-id", "req-42"),
-        )
+        self._trailers = (("grpc-status-details-bin", status.SerializeToString()),)
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -252,6 +250,9 @@ class FakeRpcError(grpc.RpcError):
 
     def trailing_metadata(self) -> tuple:
         return self._trailers
+
+    def initial_metadata(self) -> tuple:
+        return (("x-request-id", "req-42"),)
 
 
 def test_rpc_errors_become_typed_exceptions_with_their_details() -> None:

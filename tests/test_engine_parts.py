@@ -4,6 +4,7 @@ transforms, regularizers, the redirected ReLU and the per-device settings."""
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -308,11 +309,12 @@ def test_runs_narrow_the_target_layer_only_when_the_objective_allows(model: VGG1
 
 
 def test_cpu_device_settings(model: VGG16) -> None:
-    assert devices.prepare(model) == CPU
+    assert devices.set_up(model, bf16=True) == CPU
+    assert not model.bf16  # bf16 autocast is for CUDA only
     assert devices.describe(CPU) == "cpu"
     assert devices.memory_format(CPU) == torch.contiguous_format
-    assert torch.get_num_threads() >= 1
-    with devices.autocast(CPU):
+    assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+    with devices.autocast(model, CPU):
         assert not torch.is_autocast_enabled()
     assert math.isfinite(
         render(model, Job("block1_conv1", (0,), recipe("fast", size=32, steps=1))).activation[0]

@@ -54,7 +54,8 @@ class Run:
     def __init__(self, job: Job, model: VGG16) -> None:
         validate(job)
         self.job, self.recipe = job, job.recipe
-        self.device = devices.prepare(model)
+        self.model = model
+        self.device = next(model.parameters()).device
         self.network = model.cut(job.layer)
         self.head, self.target = self.network[:-1], self.network[-1]
         self.generators = [torch.Generator().manual_seed(seed) for _, seed in job.images]
@@ -185,7 +186,7 @@ def advance(runs: Sequence[Run]) -> None:
     if any(run.done for run in runs):
         raise ValueError("runs: a finished run cannot be advanced")
     device = runs[0].device
-    with devices.autocast(device):
+    with devices.autocast(runs[0].model, device):
         prepared = [run._network_input() for run in runs]
         seen = [network_input for _, network_input in prepared]
         batch = seen[0] if len(seen) == 1 else torch.cat(seen)

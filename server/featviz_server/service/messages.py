@@ -101,7 +101,7 @@ def final(
         objective=result.objective,
         steps=result.steps,
         duration_seconds=duration,
-        steps_per_second=result.steps / duration if duration > 0 else 0.0,
+        steps_per_second=result.steps / duration if duration > 0 and not cached else 0.0,
         device=result.device,
         queued_seconds=queued_seconds,
         cached=cached,

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -44,7 +45,9 @@ class ResultCache:
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def get(self, job: engine.Job) -> engine.RenderResult | None:
-        """The stored result, or None; a damaged entry is deleted and counts as a miss."""
+        """The stored result, or None; a damaged entry is deleted and counts as a miss. Its
+        `duration_seconds` is the time this lookup took, not the original run's."""
+        started = time.perf_counter()
         path = self._path(job)
         try:
             with np.load(path) as stored:
@@ -56,6 +59,7 @@ class ResultCache:
             log.warning("dropping damaged cache entry %s: %s", path.name, error)
             path.unlink(missing_ok=True)
             return None
+        facts["duration_seconds"] = time.perf_counter() - started
         return engine.RenderResult(images=images, **facts)
 
     def put(self, job: engine.Job, result: engine.RenderResult) -> None:

@@ -270,7 +270,7 @@ class Scheduler:
         log.info("run %s", status, extra={"fields": fields})
         if not self._active:
             self._idle.set()
-        self._dispatch()  # after the log: tests read the log once active runs drop
+        self._dispatch()
 
     def _store(self, job: engine.Job, result: engine.RenderResult) -> None:
         assert self._cache is not None
