@@ -11,12 +11,18 @@ from typing import Literal
 
 import numpy as np
 
+from ..architecture import LAYERS
+
+_LAYER_ORDER = {layer.name: i for i, layer in enumerate(LAYERS)}
+
 ParameterizationName = Literal["pixel", "fourier"]
 OptimizerName = Literal["adam", "normalized_ascent"]
 ValueRangeName = Literal["sigmoid", "raw"]
 DisplayName = Literal["clip", "standardize"]
 DecayName = Literal["constant", "cosine"]
 ObjectiveKind = Literal["channel", "neuron"]
+TermKind = Literal["channel", "neuron", "direction", "l1", "l2", "total_variation", "diversity"]
+PENALTIES: tuple[TermKind, ...] = ("l1", "l2", "total_variation")  # terms on the input image
 
 
 @dataclass(frozen=True)
@@ -72,8 +78,79 @@ class Objective:
 
 
 @dataclass(frozen=True)
+class Term:
+    """One term of an objective expression (Lucid's objectives), on any conv or pool layer:
+
+    - "channel": the mean of feature map `channel`;
+    - "neuron": one unit of it at `neuron` (x, y) in the layer's output (None: the centre);
+    - "direction": the mean over positions of the activations' dot product with `vector` (one
+      value per channel) scaled to unit length: Lucid's `direction` (its default, cossim_pow=0,
+      the dot product), so that a one-hot vector is exactly the channel objective;
+    - "l1", "l2", "total_variation": penalties on the input image (`layer` empty), as in
+      `regularizers`: subtract them (`channel - 0.05 * l1`);
+    - "diversity": Lucid's diversity of the request's images at `layer` (Gram-matrix cosine
+      similarity, negated): add it to make the images differ.
+    """
+
+    kind: TermKind
+    layer: str = ""
+    channel: int = 0
+    neuron: tuple[int, int] | None = None
+    vector: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A weighted sum of terms; combine with `+`, `-`, scalar `*` and unary `-`."""
+
+    terms: tuple[tuple[float, Term], ...]
+
+    @classmethod
+    def of(cls, term: Term, weight: float = 1.0) -> Expression:
+        return cls(((float(weight), term),))
+
+    def __add__(self, other: Expression) -> Expression:
+        return Expression(self.terms + other.terms)
+
+    def __sub__(self, other: Expression) -> Expression:
+        return self + -other
+
+    def __mul__(self, weight: float) -> Expression:
+        return Expression(tuple((float(weight) * w, term) for w, term in self.terms))
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Expression:
+        return self * -1.0
+
+    @property
+    def layers(self) -> set[str]:
+        """The layers its terms read (not the input)."""
+        return {term.layer for _, term in self.terms if term.kind not in PENALTIES}
+
+
+@dataclass(frozen=True)
+class InitImage:
+    """A picture to start from (feature accentuation): `pixels` is (size, size, 3) uint8 RGB at
+    the job's size, `keep_close` the weight of the mean squared distance to it that the loss
+    adds (0: free to drift)."""
+
+    pixels: bytes
+    keep_close: float = 0.0
+
+    def tensor(self, size: int) -> np.ndarray:
+        """The picture as (3, size, size) float32 in [0, 1]."""
+        array = np.frombuffer(self.pixels, np.uint8).reshape(size, size, 3)
+        return array.transpose(2, 0, 1).astype(np.float32) / 255.0
+
+
+@dataclass(frozen=True)
 class Job:
-    """One request: images for (channel, seed) pairs of one layer, channel-major, then seed."""
+    """One request: images for (channel, seed) pairs of one layer, channel-major, then seed; or,
+    with `expression`, `images_per_channel` images (seed, seed+1, ...) that maximize it (then
+    `layer`, `channels` and `objective` are unused), which move from `expression` to
+    `interpolate_to` when that is given (image k of n: (1 - k/(n-1)) A + k/(n-1) B, with a
+    parameterization shared by the images, as in Lucid's neuron-interaction figures)."""
 
     layer: str
     channels: tuple[int, ...]
@@ -81,11 +158,27 @@ class Job:
     objective: Objective = field(default_factory=Objective)
     seed: int = 0
     images_per_channel: int = 1
+    expression: Expression | None = None
+    interpolate_to: Expression | None = None
+    init: InitImage | None = None
 
     @property
     def images(self) -> list[tuple[int, int]]:
-        """(channel, seed) of each image, in result order."""
-        return [(c, self.seed + k) for c in self.channels for k in range(self.images_per_channel)]
+        """(channel, seed) of each image, in result order (channel 0 for an expression)."""
+        channels = self.channels if self.expression is None else (0,)
+        return [(c, self.seed + k) for c in channels for k in range(self.images_per_channel)]
+
+    @property
+    def layers(self) -> set[str]:
+        """Every layer the objective reads."""
+        if self.expression is None:
+            return {self.layer}
+        return self.expression.layers | (self.interpolate_to or Expression(())).layers
+
+    @property
+    def cut_layer(self) -> str:
+        """The deepest layer read: the network is cut right after it."""
+        return max(self.layers, key=_LAYER_ORDER.__getitem__)
 
 
 @dataclass
