@@ -17,6 +17,7 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 
 from featviz import enums
+from featviz.objectives import Objective
 from featviz.v1 import featviz_pb2
 
 ChannelsLike = int | str | Iterable[int]
@@ -68,7 +69,16 @@ OPTIONS: dict[str, Option] = {
     "preset": Option(str, "preset", "recipe that the other options override", featviz_pb2.Preset),
     "seed": Option(int, "seed", "seed of the random streams (same seed, same image)"),
     "objective": Option(
-        str, "objective.kind", "maximize a channel's mean or one neuron", featviz_pb2.ObjectiveKind
+        str,
+        "objective.kind",
+        "maximize a channel's mean or one neuron (the SDK also takes an objective expression, "
+        "featviz.channel(...) - ..., instead of a layer and channels)",
+        featviz_pb2.ObjectiveKind,
+    ),
+    "interpolate_to": Option(
+        Objective,
+        "interpolate_to",
+        "with an objective expression: the images move from it to this one, sharing a layout",
     ),
     "neuron": Option(
         tuple, "objective.neuron", "neuron position X,Y in the layer's output", parse=parse_pair
@@ -120,7 +130,8 @@ class MaximizeOptions(TypedDict, total=False):
     steps: int
     preset: Literal["classic", "lucid", "fast"]
     seed: int
-    objective: Literal["channel", "neuron"]
+    objective: Literal["channel", "neuron"] | Objective
+    interpolate_to: Objective
     neuron: tuple[int, int]
     negate: bool
     diversity: float
@@ -189,16 +200,29 @@ def channel_list(channels: ChannelsLike) -> list[int]:
 
 
 def maximize_request(
-    layer: str, channels: ChannelsLike, options: Mapping[str, Any]
+    layer: str | None, channels: ChannelsLike | None, options: Mapping[str, Any]
 ) -> featviz_pb2.MaximizeRequest:
-    """The MaximizeRequest for `Client.maximize(layer, channels, **options)`.
+    """The MaximizeRequest for `Client.maximize(layer, channels, **options)`, or for
+    `Client.maximize(objective=expression, **options)`.
 
     None means "not given" (the preset decides), so callers can pass optional values through.
     """
     check_keywords(options, OPTIONS, "maximize()")
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be a layer name such as 'block5_conv2', got {layer!r}")
-    request = featviz_pb2.MaximizeRequest(layer=layer, channels=channel_list(channels))
+    expression = options.get("objective")
+    if isinstance(expression, Objective):
+        if layer is not None or channels is not None:
+            raise TypeError("maximize() takes a layer and channels, or objective=..., not both")
+        request = featviz_pb2.MaximizeRequest(expression=expression.to_proto())
+        options = {name: value for name, value in options.items() if name != "objective"}
+    else:
+        if not isinstance(layer, str):
+            raise TypeError(
+                "maximize() needs a layer name such as 'block5_conv2' and channels, or "
+                f"objective=featviz.channel(...) ...; got layer {layer!r}"
+            )
+        if channels is None:
+            raise TypeError(f"maximize() needs the channels of {layer} (e.g. 14, [3, 7], '0-63')")
+        request = featviz_pb2.MaximizeRequest(layer=layer, channels=channel_list(channels))
     for name, value in options.items():
         if value is not None:
             _apply(request, name, OPTIONS[name], value)
@@ -214,6 +238,12 @@ def _apply(request: featviz_pb2.MaximizeRequest, name: str, option: Option, valu
         message = getattr(message, parent)
     if name == "neuron":
         message.neuron_x, message.neuron_y = _neuron(value)  # type: ignore[attr-defined]
+    elif option.type is Objective:
+        if not isinstance(value, Objective):
+            raise TypeError(
+                f"{name} must be an objective such as featviz.channel(...), got {value!r}"
+            )
+        getattr(message, field).CopyFrom(value.to_proto())
     elif name == "transforms":
         message.transforms.CopyFrom(_transforms(value))  # type: ignore[attr-defined]
     elif name == "preview_images":

@@ -13,7 +13,7 @@ from .job import (
     Transforms,
 )
 from .presets import DEFAULT_PRESET, PRESETS, recipe
-from .render import Run, advance, render
+from .render import Run, advance, render, validate
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -32,4 +32,5 @@ __all__ = [
     "advance",
     "recipe",
     "render",
+    "validate",
 ]

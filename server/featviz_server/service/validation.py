@@ -69,13 +69,30 @@ def describe_size(request: pb.DescribeModelRequest, settings: Settings) -> int:
 def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximization:
     """Check every field of a Maximize request and build the engine's Job from it."""
     reject_unknown_fields(request)
+    if request.HasField("expression"):
+        return _expression_maximization(request, settings)
+    if request.HasField("interpolate_to"):
+        raise InvalidArgument("interpolate_to", "needs an objective expression to start from")
     layer = LAYERS_BY_NAME.get(request.layer)
     if layer is None:
         names = ", ".join(layer.name for layer in LAYERS)
         raise InvalidArgument("layer", f"unknown layer {request.layer!r}; valid layers: {names}")
     channels = _channels(request, layer.name, layer.channels, settings)
     recipe = _recipe(request, settings)
-    steps = recipe.steps
+    job = engine.Job(
+        layer=layer.name,
+        channels=channels,
+        recipe=recipe,
+        objective=_objective(request.objective, layer.name, recipe.size),
+        seed=_seed(request),
+        images_per_channel=request.images_per_channel or 1,
+    )
+    return _plan(request, job, settings)
+
+
+def _plan(request: pb.MaximizeRequest, job: engine.Job, settings: Settings) -> Maximization:
+    """How to stream the run of `job`: preview interval and size."""
+    steps = job.recipe.steps
     preview_every = request.preview_every or max(1, steps // 10)
     _check_range("preview_every", preview_every, 1, steps, "0 (about ten previews) or ")
     if request.preview_size:
@@ -86,17 +103,82 @@ def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximizatio
             settings.max_size,
             "0 (full size) or ",
         )
-    images_per_channel = request.images_per_channel or 1
-    _check_range("seed", request.seed, 0, UINT64_MAX - images_per_channel + 1)
-    job = engine.Job(
-        layer=layer.name,
-        channels=channels,
-        recipe=recipe,
-        objective=_objective(request.objective, layer.name, recipe.size),
-        seed=request.seed,
-        images_per_channel=images_per_channel,
-    )
     return Maximization(job, preview_every, request.preview_size, not request.no_preview_images)
+
+
+def _seed(request: pb.MaximizeRequest) -> int:
+    return _check_range("seed", request.seed, 0, UINT64_MAX - (request.images_per_channel or 1) + 1)
+
+
+def _expression_maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximization:
+    """A request for images that maximize an objective expression (or interpolate)."""
+    for name, given in (
+        ("layer", bool(request.layer)),
+        ("channels", bool(request.channels)),
+        ("objective", request.HasField("objective")),
+    ):
+        if given:
+            raise InvalidArgument(name, "must be empty with an objective expression")
+    images = request.images_per_channel or 1
+    _check_range(
+        "images_per_channel", images, 1, min(settings.max_images_per_channel, settings.max_images)
+    )
+    job = engine.Job(
+        layer="",
+        channels=(),
+        recipe=_recipe(request, settings),
+        seed=_seed(request),
+        images_per_channel=images,
+        expression=_expression("expression", request.expression),
+        interpolate_to=(
+            _expression("interpolate_to", request.interpolate_to)
+            if request.HasField("interpolate_to")
+            else None
+        ),
+    )
+    try:
+        engine.validate(job)  # the engine's rules: layers, channels, vectors, weights
+    except ValueError as error:
+        field, _, description = str(error).partition(": ")
+        raise InvalidArgument(field, description) from None
+    return _plan(request, job, settings)
+
+
+TERM_KINDS = {
+    pb.TERM_KIND_CHANNEL: "channel",
+    pb.TERM_KIND_NEURON: "neuron",
+    pb.TERM_KIND_DIRECTION: "direction",
+    pb.TERM_KIND_L1: "l1",
+    pb.TERM_KIND_L2: "l2",
+    pb.TERM_KIND_TOTAL_VARIATION: "total_variation",
+    pb.TERM_KIND_DIVERSITY: "diversity",
+}
+
+
+def _expression(field: str, expression: pb.ObjectiveExpression) -> engine.Expression:
+    """The wire expression as the engine's, each term's fields fitting its kind."""
+    terms = []
+    for i, term in enumerate(expression.terms):
+        at = f"{field}.terms[{i}]"
+        kind = _enum_value(f"{at}.kind", term.kind, TERM_KINDS, pb.TermKind)
+        has_x, has_y = term.HasField("neuron_x"), term.HasField("neuron_y")
+        if (has_x or has_y) and kind != "neuron":
+            raise InvalidArgument(f"{at}.neuron_x", "only for TERM_KIND_NEURON")
+        if has_x != has_y:
+            raise InvalidArgument(f"{at}.neuron_x", "give neuron_x and neuron_y, or neither")
+        if term.channel and kind not in ("channel", "neuron"):
+            raise InvalidArgument(f"{at}.channel", "only for TERM_KIND_CHANNEL and _NEURON")
+        if term.vector and kind != "direction":
+            raise InvalidArgument(f"{at}.vector", "only for TERM_KIND_DIRECTION")
+        engine_term = engine.Term(
+            kind,
+            term.layer,
+            term.channel,
+            (term.neuron_x, term.neuron_y) if has_x else None,
+            tuple(term.vector),
+        )
+        terms.append((term.weight if term.HasField("weight") else 1.0, engine_term))
+    return engine.Expression(tuple(terms))
 
 
 def _channels(
@@ -275,5 +357,11 @@ def reject_unknown_fields(message: Message, path: str = "") -> None:
             "(is the client's featviz.proto newer than the server's?)",
         )
     for descriptor, value in message.ListFields():
-        if descriptor.message_type is not None:
-            reject_unknown_fields(value, f"{path}.{descriptor.name}" if path else descriptor.name)
+        if descriptor.message_type is None:
+            continue
+        where = f"{path}.{descriptor.name}" if path else descriptor.name
+        if descriptor.is_repeated:
+            for i, item in enumerate(value):
+                reject_unknown_fields(item, f"{where}[{i}]")
+        else:
+            reject_unknown_fields(value, where)
