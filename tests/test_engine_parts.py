@@ -160,9 +160,7 @@ def test_an_interpolation_moves_each_image_from_one_objective_to_the_other(
 )
 def test_each_objective_improves_on_the_real_network(model: VGG16, objective_: Objective) -> None:
     job = Job("block3_conv1", (11,), recipe("fast", size=48, steps=12), objective_)
-    start = render(
-        model, Job(job.layer, job.channels, recipe("fast", size=48, steps=0), objective_)
-    )
+    start = Run(job, model).result()  # the start image, before any step
     end = render(model, job)
     assert end.objective[0] > start.objective[0]
 

@@ -214,9 +214,43 @@ def _describe(client: Client, args: argparse.Namespace) -> int:
     description = client.describe_model(args.size)
     if args.json:
         print(json.dumps(description.to_dict(), indent=2))
+    elif args.options:
+        print(_options_table(description))
     else:
         print(_layer_table(description))
     return 0
+
+
+def _options_table(description: ModelDescription) -> str:
+    """Every recipe field: its flag, type, range and the value in each preset."""
+    presets = description.presets
+    rows = [["option", "type", "range", *(p.name for p in presets), "help"]]
+    for field in description.recipe_fields:
+        if field.type in ("int", "float"):
+            allowed = f"{field.minimum:g}..{field.maximum:g}"
+        else:
+            allowed = "|".join(field.choices) if field.choices else "yes|no"
+        flag = field.request_field.rpartition(".")[2]
+        name = f"--{flag.replace('_', '-')}" if flag else f"({field.name})"
+        if field.name.startswith("transforms."):
+            name = f"--transforms {flag}="
+        rule = f" ({field.constraint})" if field.constraint else ""
+        values = [_shown(p.values[field.name]) for p in presets]
+        rows.append([name, field.type, allowed, *values, field.help + rule])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + f"  {row[-1]}"
+        for row in rows
+    ]
+    lines.append(f"default preset: {description.default_preset}; (NAME): set by presets only")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _shown(value: float | bool | str) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _layer_table(description: ModelDescription) -> str:
@@ -315,6 +349,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the model's layers, their output shapes and parameter counts.",
     )
     describe.add_argument("--json", action="store_true", help="print JSON")
+    describe.add_argument(
+        "--options",
+        action="store_true",
+        help="print every optimization option: range and value in each preset",
+    )
     describe.add_argument("--size", type=int, default=224, help="input size (default: 224)")
     describe.set_defaults(command=_describe, subparser=describe)
 

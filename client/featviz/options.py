@@ -2,7 +2,9 @@
 CLI flags, so that the SDK's keywords and the CLI's flags cannot drift apart.
 
 Values are only type-checked here; their ranges are the server's business (it knows its limits
-and answers INVALID_ARGUMENT naming the field).
+and answers INVALID_ARGUMENT naming the field). The server describes every recipe field, its
+range and each preset's value (`Client.describe_model().recipe_fields`, `featviz describe
+--options`); the tests hold this table to that description (request field, type, help).
 """
 
 from __future__ import annotations
@@ -90,10 +92,18 @@ OPTIONS: dict[str, Option] = {
     "preview_size": Option(int, "preview_size", "downscale previews to at most this many pixels"),
     "preview_images": Option(bool, "no_preview_images", "send preview images with progress"),
     "parameterization": Option(
-        str, "options.parameterization", "image representation", featviz_pb2.Parameterization
+        str,
+        "options.parameterization",
+        "image representation: raw pixels, or Lucid's 1/f Fourier spectrum",
+        featviz_pb2.Parameterization,
     ),
     "decorrelate": Option(bool, "options.decorrelate", "decorrelate colour"),
-    "optimizer": Option(str, "options.optimizer", "update rule", featviz_pb2.Optimizer),
+    "optimizer": Option(
+        str,
+        "options.optimizer",
+        "update rule: Adam, or plain ascent on the gradient over its RMS",
+        featviz_pb2.Optimizer,
+    ),
     "learning_rate": Option(float, "options.learning_rate", "learning rate or step size"),
     "transforms": Option(
         Mapping,
@@ -105,8 +115,10 @@ OPTIONS: dict[str, Option] = {
     "l1": Option(float, "options.l1", "weight of the L1 penalty"),
     "l2": Option(float, "options.l2", "weight of the L2 penalty"),
     "total_variation": Option(float, "options.total_variation", "weight of the TV penalty"),
-    "blur_every": Option(int, "options.blur_every", "blur the image every this many steps"),
-    "blur_sigma": Option(float, "options.blur_sigma", "standard deviation of that blur"),
+    "blur_every": Option(
+        int, "options.blur_every", "blur the image every this many steps (0: never)"
+    ),
+    "blur_sigma": Option(float, "options.blur_sigma", "standard deviation of that blur, in pixels"),
     "redirect_relu_steps": Option(
         int, "options.redirect_relu_steps", "steps with gradient through inactive ReLUs"
     ),

@@ -6,12 +6,12 @@ value, the result cache can key on it, and the same job gives the same images wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import MISSING, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
-from ..architecture import LAYERS
+from ..architecture import LAYERS, MIN_INPUT_SIZE
 
 _LAYER_ORDER = {layer.name: i for i, layer in enumerate(LAYERS)}
 
@@ -25,46 +25,152 @@ TermKind = Literal["channel", "neuron", "direction", "l1", "l2", "total_variatio
 PENALTIES: tuple[TermKind, ...] = ("l1", "l2", "total_variation")  # terms on the input image
 
 
+Bound = float | str | None  # a number; a limit or another field's name, optionally "/2"; none
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one recipe field is, for validation, presets and DescribeModel (`schema`): one line
+    of help, its allowed range (inclusive; a bound may name a server limit such as "max_size" or
+    another field such as "steps", optionally halved: "size/2"), the request field that
+    overrides it ("" when only presets set it) and any rule that involves other fields."""
+
+    help: str
+    low: Bound = None
+    high: Bound = None
+    request: str = ""
+    constraint: str = ""
+
+
+def option(help: str, low: Bound = None, high: Bound = None, **details: Any) -> Any:
+    """A Recipe (or Transforms) field with its Spec; `details`: request, constraint, default."""
+    default = details.pop("default", MISSING)
+    return field(default=default, metadata={"spec": Spec(help, low, high, **details)})
+
+
+# The declarative table of every recipe field: the two dataclasses below, one `option` each.
+# Choices come from the Literal types above; presets.py holds each preset's values.
+
+
 @dataclass(frozen=True)
 class Transforms:
     """Random augmentations applied before each forward pass (Lucid's standard set by default)."""
 
-    pad: int = 12
-    jitter: int = 8
-    scale_min: float = 0.9
-    scale_max: float = 1.1
-    rotate_degrees: float = 10.0
-    final_jitter: int = 4
+    pad: int = option(
+        "constant grey padding on each side, in pixels",
+        0,
+        "size/2",
+        request="options.transforms.pad",
+        default=12,
+    )
+    jitter: int = option(
+        "random translation by up to this many pixels, before scaling and rotation",
+        0,
+        "size/2",
+        request="options.transforms.jitter",
+        default=8,
+    )
+    scale_min: float = option(
+        "smallest random scale factor (1: none)",
+        0.1,
+        10.0,
+        request="options.transforms.scale_min",
+        constraint="at most scale_max",
+        default=0.9,
+    )
+    scale_max: float = option(
+        "largest random scale factor",
+        0.1,
+        10.0,
+        request="options.transforms.scale_max",
+        default=1.1,
+    )
+    rotate_degrees: float = option(
+        "random rotation in [-degrees, +degrees]",
+        0.0,
+        180.0,
+        request="options.transforms.rotate_degrees",
+        default=10.0,
+    )
+    final_jitter: int = option(
+        "random translation by up to this many pixels, after scaling and rotation",
+        0,
+        "size/2",
+        request="options.transforms.final_jitter",
+        default=4,
+    )
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Every hyper-parameter of one optimization; presets are named Recipes."""
 
-    size: int
-    steps: int
-    parameterization: ParameterizationName
-    decorrelate: bool
-    optimizer: OptimizerName
-    learning_rate: float
-    transforms: Transforms | None
-    l1: float = 0.0
-    l2: float = 0.0
-    total_variation: float = 0.0
-    blur_every: int = 0
-    blur_sigma: float = 0.5
-    redirect_relu_steps: int = 0
-    # "sigmoid": images squashed into [0, 1] (Lucid); "raw": unbounded pixel values in 0-255 units
-    # from grey 128 + U(0, 20) (the classic method; pixel parameterization only).
-    value_range: ValueRangeName = "sigmoid"
-    # How the optimized image becomes 8-bit: "clip" to [0, 1], or Chollet's "standardize"
-    # (zero mean, std 0.1 around grey, clip), which the unbounded classic images need.
-    display: DisplayName = "clip"
-    # Learning-rate schedule over the run: "constant", or "cosine" decay from learning_rate to 0.
-    learning_rate_decay: DecayName = "constant"
-    # Fraction of the steps that use `transforms`; the rest optimize the plain image directly,
-    # which sharpens exactly what a user sees and measures.
-    transforms_until: float = 1.0
+    size: int = option(
+        "image height and width in pixels", MIN_INPUT_SIZE, "max_size", request="size"
+    )
+    steps: int = option("optimization steps", 1, "max_steps", request="steps")
+    parameterization: ParameterizationName = option(
+        "image representation: raw pixels, or Lucid's 1/f Fourier spectrum",
+        request="options.parameterization",
+    )
+    decorrelate: bool = option("decorrelate colour", request="options.decorrelate")
+    optimizer: OptimizerName = option(
+        "update rule: Adam, or plain ascent on the gradient over its RMS",
+        request="options.optimizer",
+    )
+    learning_rate: float = option(
+        "learning rate or step size", 1e-6, 1000.0, request="options.learning_rate"
+    )
+    transforms: Transforms | None = option(
+        "augmentations before each forward pass (none: no augmentation)",
+        request="options.transforms",
+    )
+    l1: float = option("weight of the L1 penalty", 0.0, 1000.0, request="options.l1", default=0.0)
+    l2: float = option("weight of the L2 penalty", 0.0, 1000.0, request="options.l2", default=0.0)
+    total_variation: float = option(
+        "weight of the TV penalty", 0.0, 1000.0, request="options.total_variation", default=0.0
+    )
+    blur_every: int = option(
+        "blur the image every this many steps (0: never)",
+        0,
+        "max_steps",
+        request="options.blur_every",
+        default=0,
+    )
+    blur_sigma: float = option(
+        "standard deviation of that blur, in pixels",
+        1e-3,
+        10.0,
+        request="options.blur_sigma",
+        default=0.5,
+    )
+    redirect_relu_steps: int = option(
+        "steps with gradient through inactive ReLUs",
+        0,
+        "max_steps",
+        request="options.redirect_relu_steps",
+        default=0,
+    )
+    value_range: ValueRangeName = option(
+        "sigmoid: images squashed into [0, 1] (Lucid); raw: unbounded pixels in 0-255 units from "
+        "grey 128 + U(0, 20) (the classic method)",
+        constraint="raw needs the pixel parameterization",
+        default="sigmoid",
+    )
+    display: DisplayName = option(
+        "how the image becomes 8-bit: clip to [0, 1], or Chollet's standardize (zero mean, std "
+        "0.1 around grey, clip)",
+        default="clip",
+    )
+    learning_rate_decay: DecayName = option(
+        "learning-rate schedule: constant, or cosine decay to 0", default="constant"
+    )
+    transforms_until: float = option(
+        "fraction of the steps that use the transforms; the rest optimize the plain image",
+        0.0,
+        1.0,
+        default=1.0,
+    )
 
 
 @dataclass(frozen=True)

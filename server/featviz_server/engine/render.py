@@ -17,9 +17,10 @@ from typing import get_args
 
 import torch
 
-from ..architecture import LAYERS_BY_NAME, MIN_INPUT_SIZE, Layer, layer_geometry
+from ..architecture import LAYERS_BY_NAME, Layer, layer_geometry
 from ..model import VGG16
 from . import device as devices
+from . import schema
 from .forward import apply_layer, collect
 from .images import display, to_numpy, to_uint8
 from .job import PENALTIES, Cancelled, Expression, Job, Progress, RenderResult, TermKind, Transforms
@@ -43,8 +44,7 @@ def validate(job: Job) -> None:
             raise ValueError("expression: reads no layer; add a channel, neuron or direction term")
     if job.images_per_channel < 1:
         raise ValueError("images_per_channel: must be at least 1")
-    if job.recipe.size < MIN_INPUT_SIZE:
-        raise ValueError(f"size: {job.recipe.size} is below the minimum {MIN_INPUT_SIZE}")
+    schema.check(job.recipe)
 
 
 def _validate_layer_and_channels(job: Job) -> None:

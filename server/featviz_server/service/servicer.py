@@ -40,7 +40,7 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
     ) -> pb.DescribeModelResponse:
         backend = await self._ready(context)
         size = await _validated(context, validation.describe_size, request, self._settings)
-        return messages.describe(backend.weights, backend.device, size, self._settings.max_size)
+        return messages.describe(backend.weights, backend.device, size, self._settings)
 
     async def Maximize(
         self, request: pb.MaximizeRequest, context: grpc.aio.ServicerContext

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
@@ -18,23 +19,18 @@ from featviz.v1 import featviz_pb2 as pb
 from .. import engine
 from ..architecture import LAYERS, LAYERS_BY_NAME, MIN_INPUT_SIZE, layer_geometry
 from ..config import Settings
+from ..engine import schema
 
 DEFAULT_DESCRIBE_SIZE = 224
 UINT64_MAX = 2**64 - 1
 
 PRESETS = {pb.PRESET_CLASSIC: "classic", pb.PRESET_LUCID: "lucid", pb.PRESET_FAST: "fast"}
 OBJECTIVE_KINDS = {pb.OBJECTIVE_KIND_CHANNEL: "channel", pb.OBJECTIVE_KIND_NEURON: "neuron"}
-PARAMETERIZATIONS = {pb.PARAMETERIZATION_PIXEL: "pixel", pb.PARAMETERIZATION_FOURIER: "fourier"}
-OPTIMIZERS = {pb.OPTIMIZER_ADAM: "adam", pb.OPTIMIZER_NORMALIZED_ASCENT: "normalized_ascent"}
 
-# Ranges of the recipe's numbers: wide enough for any sensible experiment, narrow enough to
-# refuse values that can only be typos or attacks.
-LEARNING_RATE = (1e-6, 1000.0)
-PENALTY_WEIGHT = (0.0, 1000.0)
-BLUR_SIGMA = (1e-3, 10.0)
-SCALE = (0.1, 10.0)
-ROTATE_DEGREES = (0.0, 180.0)
+# The recipe's ranges are in its schema (engine.schema); this one is the request's own.
 DIVERSITY = (0.0, 1000.0)
+# The largest InitImage.data: a 1024 x 1024 RGB PNG of noise is ~3.1 MB; gRPC's limit is 4 MiB.
+MAX_INIT_IMAGE_BYTES = 3_500_000
 MIN_PREVIEW_SIZE = 8
 
 
@@ -206,96 +202,74 @@ def _channels(
     return channels
 
 
+def limits(settings: Settings) -> schema.Limits:
+    """The server limits that bound recipe fields (schema bounds name them)."""
+    return {"max_size": settings.max_size, "max_steps": settings.max_steps}
+
+
 def _recipe(request: pb.MaximizeRequest, settings: Settings) -> engine.Recipe:
-    """The preset with the request's overrides, every value checked against the limits."""
+    """The preset with the request's overrides, checked by the schema against the limits."""
     preset = engine.DEFAULT_PRESET
     if request.preset:
         preset = _enum_value("preset", request.preset, PRESETS, pb.Preset)
-    base = engine.recipe(preset)
-    size = request.size or base.size
-    _check_range(
-        "size",
-        size,
-        MIN_INPUT_SIZE,
-        settings.max_size,
-        "" if request.size else f"the {preset} preset's size is {base.size}; set ",
-    )
-    steps = request.steps or base.steps
-    _check_range(
-        "steps",
-        steps,
-        1,
-        settings.max_steps,
-        "" if request.steps else f"the {preset} preset's steps are {base.steps}; set ",
-    )
-    overrides = {"size": size, "steps": steps, **_option_overrides(request.options, size, steps)}
+    overrides = _overrides(request)
     try:
-        return engine.recipe(preset, **overrides)
-    except ValueError as error:  # a combination the engine refuses
-        raise InvalidArgument("options", str(error)) from None
+        return engine.recipe(preset, limits(settings), **overrides)
+    except schema.OptionError as error:
+        field = schema.BY_NAME[error.field]
+        given = field.name.partition(".")[0] in overrides
+        hint = "" if given else f"the {preset} preset's {field.name} is not allowed here; "
+        raise InvalidArgument(field.spec.request or "preset", hint + error.description) from None
 
 
-def _option_overrides(options: pb.MaximizeOptions, size: int, steps: int) -> dict[str, Any]:
+def _overrides(request: pb.MaximizeRequest) -> dict[str, Any]:
+    """Recipe field -> value for every recipe field the request sets (schema.FIELDS says where
+    each is set; a field with presence counts when present, any other when not zero)."""
     overrides: dict[str, Any] = {}
-    if options.parameterization:
-        overrides["parameterization"] = _enum_value(
-            "options.parameterization",
-            options.parameterization,
-            PARAMETERIZATIONS,
-            pb.Parameterization,
-        )
-    if options.optimizer:
-        overrides["optimizer"] = _enum_value(
-            "options.optimizer", options.optimizer, OPTIMIZERS, pb.Optimizer
-        )
-    if options.HasField("decorrelate"):
-        overrides["decorrelate"] = options.decorrelate
-    floats = {
-        "learning_rate": LEARNING_RATE,
-        "l1": PENALTY_WEIGHT,
-        "l2": PENALTY_WEIGHT,
-        "total_variation": PENALTY_WEIGHT,
-        "blur_sigma": BLUR_SIGMA,
-    }
-    for name, (low, high) in floats.items():
-        if options.HasField(name):
-            overrides[name] = _check_float(f"options.{name}", getattr(options, name), low, high)
-    for name in ("blur_every", "redirect_relu_steps"):
-        if options.HasField(name):
-            overrides[name] = _check_range(f"options.{name}", getattr(options, name), 0, steps)
-    if options.HasField("transforms"):
-        overrides["transforms"] = _transforms(options.transforms, size)
+    for field in schema.FIELDS:
+        if not field.spec.request or field.name.startswith("transforms."):
+            continue
+        *parents, name = field.spec.request.split(".")
+        message = request
+        for parent in parents:
+            message = getattr(message, parent)
+        descriptor = message.DESCRIPTOR.fields_by_name[name]
+        given = message.HasField(name) if descriptor.has_presence else bool(getattr(message, name))
+        if not given:
+            continue
+        if field.type == "choice":
+            overrides[field.name] = _choice(field, descriptor, getattr(message, name))
+        else:
+            overrides[field.name] = getattr(message, name)
+    if request.options.HasField("transforms"):
+        overrides["transforms"] = _transforms(request.options.transforms)
     return overrides
 
 
-def _transforms(transforms: pb.Transforms, size: int) -> engine.Transforms | None:
-    """The request's augmentations; all zero (or identity) means none."""
-    limit = size // 2
-    pixels = {
-        name: _check_range(f"options.transforms.{name}", getattr(transforms, name), 0, limit)
-        for name in ("pad", "jitter", "final_jitter")
+def _choice(field: schema.Field, descriptor: FieldDescriptor, number: int) -> str:
+    """The schema's word for a proto enum value (PARAMETERIZATION_FOURIER: "fourier")."""
+    enum = descriptor.enum_type
+    words = {v.number: v.name.removeprefix(_enum_prefix(enum)).lower() for v in enum.values}
+    allowed = {n: word for n, word in words.items() if word in field.choices}
+    if number not in allowed:
+        names = ", ".join(f"{enum.values_by_number[n].name} ({n})" for n in allowed)
+        raise InvalidArgument(field.spec.request, f"unknown value {number}; allowed: {names}")
+    return allowed[number]
+
+
+def _enum_prefix(enum: EnumDescriptor) -> str:
+    """PARAMETERIZATION_ for Parameterization (the zero value is NAME_UNSPECIFIED)."""
+    return enum.values_by_number[0].name.removesuffix("UNSPECIFIED")
+
+
+def _transforms(transforms: pb.Transforms) -> engine.Transforms | None:
+    """The request's augmentations (a scale of 0 means none); the identity means none at all."""
+    values = {
+        name: getattr(transforms, name) or (1.0 if name.startswith("scale") else 0)
+        for name in pb.Transforms.DESCRIPTOR.fields_by_name
     }
-    scale_min, scale_max = (
-        _check_float(
-            f"options.transforms.{name}",
-            getattr(transforms, name) or 1.0,
-            *SCALE,
-            "0 (no scaling) or ",
-        )
-        for name in ("scale_min", "scale_max")
-    )
-    if scale_min > scale_max:
-        raise InvalidArgument(
-            "options.transforms.scale_min", f"{scale_min} is larger than scale_max {scale_max}"
-        )
-    rotate = _check_float(
-        "options.transforms.rotate_degrees", transforms.rotate_degrees, *ROTATE_DEGREES
-    )
-    result = engine.Transforms(
-        scale_min=scale_min, scale_max=scale_max, rotate_degrees=rotate, **pixels
-    )
-    identity = engine.Transforms(0, 0, 1.0, 1.0, 0.0, 0)
-    return None if result == identity else result
+    result = engine.Transforms(**values)
+    return None if result == schema.IDENTITY_TRANSFORMS else result
 
 
 def _objective(objective: pb.Objective, layer: str, size: int) -> engine.Objective:
