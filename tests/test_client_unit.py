@@ -214,8 +214,8 @@ def test_every_cli_flag_reaches_the_request() -> None:
         "--blur-sigma", "0.7", "--redirect-relu-steps", "5",
     ]  # fmt: skip
     args = cli._parser().parse_args(argv)
-    # (interpolate_to needs an objective expression: see the test below)
-    skipped = ("preview_images", "interpolate_to")
+    # (interpolate_to needs an objective expression, init a file: see the tests below)
+    skipped = ("preview_images", "interpolate_to", "init", "keep_close")
     options = {name: getattr(args, name) for name in OPTIONS if name not in skipped}
     assert None not in options.values()  # every option has its flag, and it was read
     request = maximize_request(args.layer, args.channels, options)

@@ -10,9 +10,11 @@ range and each preset's value (`Client.describe_model().recipe_fields`, `featviz
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
@@ -76,6 +78,17 @@ OPTIONS: dict[str, Option] = {
         "maximize a channel's mean or one neuron (the SDK also takes an objective expression, "
         "featviz.channel(...) - ..., instead of a layer and channels)",
         featviz_pb2.ObjectiveKind,
+    ),
+    "init": Option(
+        bytes,
+        "init_image.data",
+        "start from this picture (a PNG or JPEG file, or its bytes), fitted to the size",
+        parse=str,
+    ),
+    "keep_close": Option(
+        float,
+        "init_image.keep_close",
+        "with --init: weight of the distance to the picture that keeps the result close to it",
     ),
     "interpolate_to": Option(
         Objective,
@@ -144,6 +157,8 @@ class MaximizeOptions(TypedDict, total=False):
     seed: int
     objective: Literal["channel", "neuron"] | Objective
     interpolate_to: Objective
+    init: str | os.PathLike[str] | bytes
+    keep_close: float
     neuron: tuple[int, int]
     negate: bool
     diversity: float
@@ -250,6 +265,8 @@ def _apply(request: featviz_pb2.MaximizeRequest, name: str, option: Option, valu
         message = getattr(message, parent)
     if name == "neuron":
         message.neuron_x, message.neuron_y = _neuron(value)  # type: ignore[attr-defined]
+    elif name == "init":
+        message.data = _picture(value)  # type: ignore[attr-defined]
     elif option.type is Objective:
         if not isinstance(value, Objective):
             raise TypeError(
@@ -268,6 +285,15 @@ def _apply(request: featviz_pb2.MaximizeRequest, name: str, option: Option, valu
             setattr(message, field, value)
         except ValueError:
             raise ValueError(f"{name} is out of range: {value!r}") from None
+
+
+def _picture(value: Any) -> bytes:
+    """The bytes of a picture given as bytes or as a file path."""
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"init must be a file path or bytes, got {value!r}")
+    return Path(value).read_bytes()
 
 
 def _checked(name: str, expected: type, value: Any) -> Any:

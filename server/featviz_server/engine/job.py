@@ -238,8 +238,8 @@ class Expression:
 @dataclass(frozen=True)
 class InitImage:
     """A picture to start from (feature accentuation): `pixels` is (size, size, 3) uint8 RGB at
-    the job's size, `keep_close` the weight of the mean squared distance to it that the loss
-    adds (0: free to drift)."""
+    the job's size, `keep_close` the weight of the mean squared distance to it, in 8-bit levels,
+    that the loss adds (0: free to drift)."""
 
     pixels: bytes
     keep_close: float = 0.0

@@ -204,7 +204,7 @@ class Run:
         if self.penalty is not None:
             loss = loss + self.penalty(layers)
         if self.init is not None:
-            distance = (layers[INPUT] - self.init).square().mean((1, 2, 3))
+            distance = (255.0 * (layers[INPUT] - self.init)).square().mean((1, 2, 3))
             loss = loss + self.job.init.keep_close * distance
         return loss.sum()
 

@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 
 
+def _fingerprint(value: object) -> str:
+    """Bytes in a job (a start picture's pixels) enter the key as their sha256."""
+    if isinstance(value, bytes):
+        return hashlib.sha256(value).hexdigest()
+    raise TypeError(f"cannot key a {type(value).__name__}")
+
+
 class ResultCache:
     """`get(job)` / `put(job, result)` under `directory`, at most `max_bytes` in all."""
 
@@ -42,7 +49,8 @@ class ResultCache:
             "weights": self._weights_sha256,
             "job": dataclasses.asdict(job),
         }
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        text = json.dumps(identity, sort_keys=True, default=_fingerprint)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def get(self, job: engine.Job) -> engine.RenderResult | None:
         """The stored result, or None; a damaged entry is deleted and counts as a miss. Its

@@ -92,9 +92,10 @@ def _responses(event: Event, plan: validation.Maximization) -> list[pb.MaximizeR
 async def _validated(
     context: grpc.aio.ServicerContext, check: Callable[P, T], *args: P.args, **kwargs: P.kwargs
 ) -> T:
-    """`check(*args)`, or INVALID_ARGUMENT with a google.rpc.BadRequest naming the field."""
+    """`check(*args)` (in a thread: it may decode a picture), or INVALID_ARGUMENT with a
+    google.rpc.BadRequest naming the field."""
     try:
-        return check(*args, **kwargs)
+        return await asyncio.to_thread(check, *args, **kwargs)
     except validation.InvalidArgument as error:
         violation = error_details_pb2.BadRequest.FieldViolation(
             field=error.field, description=error.description

@@ -6,13 +6,17 @@ configured limits, so that a bad request costs nothing and says exactly what to 
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
+from PIL import Image as PILImage
+from PIL import ImageOps
 
 from featviz.v1 import featviz_pb2 as pb
 
@@ -31,6 +35,8 @@ OBJECTIVE_KINDS = {pb.OBJECTIVE_KIND_CHANNEL: "channel", pb.OBJECTIVE_KIND_NEURO
 DIVERSITY = (0.0, 1000.0)
 # The largest InitImage.data: a 1024 x 1024 RGB PNG of noise is ~3.1 MB; gRPC's limit is 4 MiB.
 MAX_INIT_IMAGE_BYTES = 3_500_000
+MAX_INIT_IMAGE_SIDE = 4096  # pixels; larger pictures are refused before they are decoded
+KEEP_CLOSE = (0.0, 1000.0)
 MIN_PREVIEW_SIZE = 8
 
 
@@ -82,6 +88,7 @@ def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximizatio
         objective=_objective(request.objective, layer.name, recipe.size),
         seed=_seed(request),
         images_per_channel=request.images_per_channel or 1,
+        init=_init_image(request, recipe.size),
     )
     return _plan(request, job, settings)
 
@@ -119,11 +126,13 @@ def _expression_maximization(request: pb.MaximizeRequest, settings: Settings) ->
     _check_range(
         "images_per_channel", images, 1, min(settings.max_images_per_channel, settings.max_images)
     )
+    recipe = _recipe(request, settings)
     job = engine.Job(
         layer="",
         channels=(),
-        recipe=_recipe(request, settings),
+        recipe=recipe,
         seed=_seed(request),
+        init=_init_image(request, recipe.size),
         images_per_channel=images,
         expression=_expression("expression", request.expression),
         interpolate_to=(
@@ -138,6 +147,42 @@ def _expression_maximization(request: pb.MaximizeRequest, settings: Settings) ->
         field, _, description = str(error).partition(": ")
         raise InvalidArgument(field, description) from None
     return _plan(request, job, settings)
+
+
+def _init_image(request: pb.MaximizeRequest, size: int) -> engine.InitImage | None:
+    """The picture to start from, decoded and fitted to the image size: scaled so that its
+    shorter side is `size` (Lanczos), then centre-cropped."""
+    if not request.HasField("init_image"):
+        return None
+    init = request.init_image
+    keep_close = _check_float("init_image.keep_close", init.keep_close, *KEEP_CLOSE)
+    data = init.data
+    if not data:
+        raise InvalidArgument("init_image.data", "is empty; give a PNG or JPEG picture")
+    if len(data) > MAX_INIT_IMAGE_BYTES:
+        raise InvalidArgument(
+            "init_image.data", f"{len(data)} bytes; at most {MAX_INIT_IMAGE_BYTES} bytes"
+        )
+    try:
+        picture = PILImage.open(io.BytesIO(data))
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
+        raise InvalidArgument(
+            "init_image.data", f"is not a PNG or JPEG picture ({error})"
+        ) from None
+    with picture:
+        if picture.format not in ("PNG", "JPEG"):
+            raise InvalidArgument("init_image.data", f"is {picture.format}; give a PNG or JPEG")
+        if max(picture.size) > MAX_INIT_IMAGE_SIDE:
+            raise InvalidArgument(
+                "init_image.data",
+                f"is {picture.width}x{picture.height} px; at most {MAX_INIT_IMAGE_SIDE} a side",
+            )
+        try:
+            rgb = picture.convert("RGB")  # decodes: a truncated file fails here
+        except (OSError, SyntaxError, ValueError) as error:
+            raise InvalidArgument("init_image.data", f"cannot be decoded ({error})") from None
+    fitted = ImageOps.fit(rgb, (size, size), PILImage.Resampling.LANCZOS)
+    return engine.InitImage(np.asarray(fitted, dtype=np.uint8).tobytes(), keep_close)
 
 
 TERM_KINDS = {
