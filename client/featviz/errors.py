@@ -165,8 +165,8 @@ def from_rpc_error(error: grpc.RpcError) -> FeatvizError:
 
 
 def _request_id(error: grpc.RpcError, trailers: dict) -> str | None:
-    """The server's `x-request-id`: sent in the initial metadata (so that it reaches the client
-    even when a proxy replaces the trailers); the trailers are read too, for other servers."""
+    """The server's `x-request-id`, from the trailing metadata or else the initial metadata
+    (the featviz server sends it in both)."""
     initial = getattr(error, "initial_metadata", None)
     headers = dict((initial() if callable(initial) else None) or ())
     request_id = trailers.get(_REQUEST_ID_KEY) or headers.get(_REQUEST_ID_KEY)

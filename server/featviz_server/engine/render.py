@@ -62,7 +62,8 @@ def _layer(field: str, name: str) -> Layer:
     layer = LAYERS_BY_NAME.get(name)
     if layer is None:
         names = ", ".join(LAYERS_BY_NAME)
-        raise ValueError(f"{field}: unknown layer {name!r}; valid layers: {names}")
+        shown = name if len(name) <= 64 else f"{name[:64]}..."  # echo a bounded part
+        raise ValueError(f"{field}: unknown layer {shown!r}; valid layers: {names}")
     return layer
 
 

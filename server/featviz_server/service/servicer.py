@@ -21,6 +21,8 @@ from featviz.v1 import featviz_pb2_grpc as pb_grpc
 from ..config import Settings
 from . import messages, validation
 from .backend import Backend
+from .interceptors import REQUEST_ID_KEY
+from .logs import REQUEST_ID
 from .scheduler import Event, Finished, Overloaded, Queued, ShuttingDown
 
 ONNX_CHUNK = 1 << 20  # 1 MiB
@@ -128,4 +130,5 @@ async def _abort(
     packed = any_pb2.Any()
     packed.Pack(detail)
     status = rpc_status.to_status(status_pb2.Status(code=code, message=message, details=[packed]))
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    request_id = ((REQUEST_ID_KEY, REQUEST_ID.get() or ""),)  # abort replaces the trailers
+    await context.abort(status.code, status.details, (*status.trailing_metadata, *request_id))
