@@ -40,6 +40,7 @@ from skimage import data
 
 from featviz.sheet import contact_sheet
 from featviz_server.engine import Job, Run, advance, recipe, render
+from featviz_server.engine import device as devices
 from featviz_server.engine.forward import activations, apply_layer
 from featviz_server.engine.objectives import Channel
 from featviz_server.model import VGG16, load_model
@@ -89,7 +90,7 @@ def overhead(
 
     def full(batch: torch.Tensor) -> None:
         x = batch.clone().requires_grad_(True)
-        Channel(channels)(run.network(x)).sum().backward()
+        Channel(layer, channels)({layer: run.network(x)}).sum().backward()
 
     def narrowed(batch: torch.Tensor) -> None:
         x = batch.clone().requires_grad_(True)
@@ -260,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     model = load_model(load_weights(default_cache_dir()), torch.device("cpu"))
+    devices.set_up(model)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
 
     print(

@@ -30,6 +30,7 @@ import torch
 from featviz.v1 import featviz_pb2 as pb
 from featviz.v1 import featviz_pb2_grpc as pb_grpc
 from featviz_server import engine
+from featviz_server.engine import device as devices
 from featviz_server.model import load_model
 from featviz_server.weights import load_weights
 
@@ -60,6 +61,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = load_model(load_weights(), "cpu")
+    devices.set_up(model)
     recipe = engine.recipe(engine.DEFAULT_PRESET, size=args.size, steps=args.steps)
     job = engine.Job(args.layer, (args.channel,), recipe)
     request = pb.MaximizeRequest(

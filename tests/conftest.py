@@ -11,6 +11,7 @@ import pytest
 import torch
 from serverproc import ServerProcess, start_server
 
+from featviz_server.engine import device as devices
 from featviz_server.model import VGG16, load_model
 from featviz_server.weights import Weights, default_cache_dir, load_weights
 
@@ -22,7 +23,9 @@ def weights() -> Weights:
 
 @pytest.fixture(scope="session")
 def model(weights: Weights) -> VGG16:
-    return load_model(weights, torch.device("cpu"))
+    model = load_model(weights, torch.device("cpu"))
+    devices.set_up(model)
+    return model
 
 
 # Small limits that keep test runs cheap on a 2-core machine; metrics on a free port (and, as for

@@ -141,6 +141,16 @@ def test_bad_requests_raise_invalid_argument_naming_the_field(client: featviz.Cl
         client.describe_model(input_size=8)
 
 
+def test_an_error_carries_the_request_id_the_server_logged(
+    client: featviz.Client, server: ServerProcess
+) -> None:
+    with pytest.raises(featviz.InvalidArgument) as bad:
+        client.maximize("block1_conv2", 64)
+    request_id = bad.value.request_id
+    assert request_id is not None and len(request_id) == 32
+    _wait_for(lambda: f'"request_id": "{request_id}"' in server.log())
+
+
 def test_keyword_typos_fail_before_any_call(client: featviz.Client) -> None:
     with pytest.raises(TypeError, match="did you mean 'size'"):
         client.maximize("block1_conv2", 0, sise=64)  # type: ignore[call-arg]
@@ -264,6 +274,7 @@ async def test_async_client_describes_maximizes_streams_and_downloads(
         with pytest.raises(featviz.InvalidArgument) as bad:
             await client.maximize("block1_conv2", 64)
         assert [v.field for v in bad.value.field_violations] == ["channels[0]"]
+        assert bad.value.request_id is not None and len(bad.value.request_id) == 32
 
 
 async def test_async_client_needs_the_token_too(guarded_server: ServerProcess) -> None:

@@ -141,6 +141,51 @@ def test_channels_from_ints_lists_and_text() -> None:
     assert parse_channels(" 3, 7 ,9-11") == [3, 7, 9, 10, 11]
 
 
+def test_objectives_compose_print_and_build_the_request() -> None:
+    both = featviz.channel("block4_conv3", 12) - 0.5 * featviz.channel("block3_conv3", 40)
+    penalized = -both * 2 + featviz.neuron("block5_pool", 3, 1, 0) - 0.1 * featviz.l1()
+    assert str(both) == "block4_conv3:12 - 0.5*block3_conv3:40"
+    assert str(penalized) == "-2*block4_conv3:12 + block3_conv3:40 + block5_pool:3@1,0 - 0.1*l1"
+    assert featviz.parse_objective(str(penalized)) == penalized
+    request = maximize_request(None, None, {"objective": both, "interpolate_to": -both})
+    assert not request.layer and not request.channels
+    assert [(t.layer, t.channel, t.weight) for t in request.expression.terms] == [
+        ("block4_conv3", 12, 1.0),
+        ("block3_conv3", 40, -0.5),
+    ]
+    assert [t.weight for t in request.interpolate_to.terms] == [-1.0, 0.5]
+    assert request.expression.terms[0].kind == pb.TERM_KIND_CHANNEL
+
+
+def test_the_cli_reads_an_objective_in_place_of_layer_and_channels() -> None:
+    args = cli._parser().parse_args(["maximize", "block4_conv3:12 - 0.5*block3_conv3:40"])
+    assert args.channels is None and args.layer == "block4_conv3:12 - 0.5*block3_conv3:40"
+    direction = featviz.parse_objective("2*block1_conv1:{1=0.5,3=-1}", lambda layer: 4)
+    assert direction.terms[0][1].vector == (0.0, 0.5, 0.0, -1.0)
+    assert str(featviz.parse_objective("l2 + tv*3 + block2_pool:diversity")) == (
+        "l2 + 3*tv + block2_pool:diversity"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("block4_conv3", "expected ':' after the layer name 'block4_conv3', found the end"),
+        ("block4_conv3:12 +", "expected a term such as block4_conv3:12 or l1, found the end"),
+        ("block4_conv3:x", "expected a channel number.*found 'x' at position 14"),
+        ("block4_conv3:1.5", "expected a channel number.*found '1.5' at position 14"),
+        ("2 block4_conv3:1", r"expected \*, found 'block4_conv3' at position 3"),
+        ("block1_conv1:3@1", "expected ',' between the neuron's column and row"),
+        ("block1_conv1:{1=1}", "a direction needs the layer's channels"),
+        ("nan*block1_conv1:0", "expected ':' after the layer name 'nan'"),
+        ("block1_conv1:0 ; rm", "expected \\+ or - between terms, found ';'"),
+    ],
+)
+def test_unparsable_objectives_say_where(text: str, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        featviz.parse_objective(text)
+
+
 @pytest.mark.parametrize(
     ("channels", "error", "pattern"),
     [
@@ -169,7 +214,9 @@ def test_every_cli_flag_reaches_the_request() -> None:
         "--blur-sigma", "0.7", "--redirect-relu-steps", "5",
     ]  # fmt: skip
     args = cli._parser().parse_args(argv)
-    options = {name: getattr(args, name) for name in OPTIONS if name != "preview_images"}
+    # (interpolate_to needs an objective expression, init a file: see the tests below)
+    skipped = ("preview_images", "interpolate_to", "init", "keep_close")
+    options = {name: getattr(args, name) for name in OPTIONS if name not in skipped}
     assert None not in options.values()  # every option has its flag, and it was read
     request = maximize_request(args.layer, args.channels, options)
     assert list(request.channels) == [3, 5, 6]
@@ -230,7 +277,8 @@ def test_credentials_and_token(tmp_path: Path) -> None:
 
 
 class FakeRpcError(grpc.RpcError):
-    """What grpc raises for a failed call: code, details and trailing metadata."""
+    """What grpc raises for a failed call: code, details, the request id in the initial metadata
+    (where the featviz server sends it) and the status details in the trailing metadata."""
 
     def __init__(self, code: grpc.StatusCode, details: str, *details_messages: object) -> None:
         self._code, self._details = code, details
@@ -239,10 +287,7 @@ class FakeRpcError(grpc.RpcError):
             packed = any_pb2.Any()
             packed.Pack(message)  # type: ignore[arg-type]
             status.details.append(packed)
-        self._trailers = (
-            ("grpc-status-details-bin", status.SerializeToString()),
-            ("x-request-id", "req-42"),
-        )
+        self._trailers = (("grpc-status-details-bin", status.SerializeToString()),)
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -252,6 +297,9 @@ class FakeRpcError(grpc.RpcError):
 
     def trailing_metadata(self) -> tuple:
         return self._trailers
+
+    def initial_metadata(self) -> tuple:
+        return (("x-request-id", "req-42"),)
 
 
 def test_rpc_errors_become_typed_exceptions_with_their_details() -> None:

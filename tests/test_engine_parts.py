@@ -4,24 +4,43 @@ transforms, regularizers, the redirected ReLU and the per-device settings."""
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
 
 from featviz_server.engine import Job, Objective, Run, Transforms, recipe, render
 from featviz_server.engine import device as devices
-from featviz_server.engine.forward import activations, apply_layer
-from featviz_server.engine.objectives import Channel, Diversity, Neuron, objective, unit
+from featviz_server.engine.forward import activations, apply_layer, collect
+from featviz_server.engine.job import Expression, Term
+from featviz_server.engine.objectives import (
+    INPUT,
+    Channel,
+    Direction,
+    Diversity,
+    Neuron,
+    WeightedSum,
+    narrowed_channels,
+    objective,
+    penalties,
+    unit,
+)
 from featviz_server.engine.parameterizations import (
     COLOR_DECORRELATION,
     FourierImage,
     PixelImage,
 )
-from featviz_server.engine.regularizers import gaussian_blur, l1, l2, penalty, total_variation
+from featviz_server.engine.regularizers import gaussian_blur, l1, l2, total_variation
 from featviz_server.engine.transforms import canvas_size, random_affines, warp
 from featviz_server.model import VGG16
 
 CPU = torch.device("cpu")
+B3 = "block3_conv1"
+L1 = Term("l1")
+
+
+def channel(layer: str, index: int) -> Expression:
+    return Expression.of(Term("channel", layer, index))
 
 
 def generators(*seeds: int) -> list[torch.Generator]:
@@ -40,45 +59,99 @@ def block3(model: VGG16) -> torch.Tensor:
 
 
 def test_channel_is_the_mean_of_each_images_own_feature_map(block3: torch.Tensor) -> None:
-    values = Channel((5, 9))(block3)
+    values = Channel(B3, (5, 9))({B3: block3})
     assert values.tolist() == [block3[0, 5].mean().item(), block3[1, 9].mean().item()]
 
 
 def test_neuron_reads_one_unit_shifted_by_the_canvas_margin(block3: torch.Tensor) -> None:
-    assert Neuron((5, 9), x=3, y=7)(block3).tolist() == [block3[0, 5, 7, 3], block3[1, 9, 7, 3]]
-    shifted = Neuron((5, 5), x=3, y=7)(block3, offset=2.0)
+    layers = {B3: block3}
+    assert Neuron(B3, (5, 9), x=3, y=7)(layers).tolist() == [
+        block3[0, 5, 7, 3],
+        block3[1, 9, 7, 3],
+    ]
+    shifted = Neuron(B3, (5, 5), x=3, y=7)(layers, pad=8)  # block3 has stride 4: 2 units
     assert shifted.tolist() == [block3[0, 5, 9, 5], block3[1, 5, 9, 5]]
 
 
+def test_a_one_hot_direction_is_the_channel_and_any_length_reads_the_same(
+    block3: torch.Tensor,
+) -> None:
+    layers = {B3: block3}
+    one_hot = tuple(3.0 if c == 5 else 0.0 for c in range(256))
+    torch.testing.assert_close(Direction(B3, one_hot)(layers), Channel(B3, (5, 5))(layers))
+    mixed = tuple(1.0 if c in (5, 9) else 0.0 for c in range(256))
+    expected = (block3[:, 5] + block3[:, 9]).mean((1, 2)) / 2**0.5
+    torch.testing.assert_close(Direction(B3, mixed)(layers), expected)
+
+
 def test_negation_and_weighted_sums_compose(block3: torch.Tensor) -> None:
-    a, b = Channel((1, 2)), Neuron((3, 4), 1, 1)
+    layers = {B3: block3}
+    a, b = Channel(B3, (1, 2)), Neuron(B3, (3, 4), 1, 1)
     combined = 2.0 * a - b + (-a) * 0.5
-    expected = 2.0 * a(block3) - b(block3) - 0.5 * a(block3)
-    torch.testing.assert_close(combined(block3), expected)
+    expected = 2.0 * a(layers) - b(layers) - 0.5 * a(layers)
+    torch.testing.assert_close(combined(layers), expected)
+    per_image = WeightedSum((((1.0, 0.0), a), ((0.0, 1.0), b)))  # interpolation's weights
+    torch.testing.assert_close(per_image(layers), torch.stack([a(layers)[0], b(layers)[1]]))
 
 
 def test_diversity_penalizes_similar_images_of_the_same_channel_only(
     block3: torch.Tensor,
 ) -> None:
-    twins = torch.cat([block3[:1], block3[:1], block3[1:]])
-    values = Diversity((7, 7, 7))(twins)
+    twins = {B3: torch.cat([block3[:1], block3[:1], block3[1:]])}
+    values = Diversity(B3, (7, 7, 7))(twins)
     assert values[0] == values[1] < values[2] < 0  # the twins are the most alike
     cosine_to_other = -1.5 * values[2]  # image 2: -(c + c) / 3
     torch.testing.assert_close(values[0], -(1 + cosine_to_other) / 3)  # cos(twin, twin) = 1
-    assert Diversity((1, 2, 3))(twins).tolist() == [0.0, 0.0, 0.0]  # different channels
+    assert Diversity(B3, (1, 2, 3))(twins).tolist() == [0.0, 0.0, 0.0]  # different channels
 
 
 def test_job_objective_negates_and_adds_diversity(block3: torch.Tensor) -> None:
-    plain = Job("block3_conv1", (5,), recipe("fast"), images_per_channel=2)
-    negated = Job("block3_conv1", (5,), recipe("fast"), Objective(negate=True, diversity=3.0), 0, 2)
-    expected = -Channel((5, 5))(block3) + 3.0 * Diversity((5, 5))(block3)
-    torch.testing.assert_close(objective(negated, 12)(block3), expected)
-    torch.testing.assert_close(unit(negated, 12)(block3), objective(plain, 12)(block3))
+    layers = {B3: block3}
+    plain = Job(B3, (5,), recipe("fast", size=48), images_per_channel=2)
+    negated = Job(B3, (5,), recipe("fast", size=48), Objective(negate=True, diversity=3.0), 0, 2)
+    expected = -Channel(B3, (5, 5))(layers) + 3.0 * Diversity(B3, (5, 5))(layers)
+    torch.testing.assert_close(objective(negated)(layers), expected)
+    torch.testing.assert_close(unit(negated)(layers), objective(plain)(layers))
 
 
 def test_neuron_defaults_to_the_centre(block3: torch.Tensor) -> None:
-    job = Job("block3_conv1", (5,), recipe("fast"), Objective(kind="neuron"))
-    assert unit(job, 12)(block3[:1]).item() == block3[0, 5, 6, 6].item()
+    job = Job(B3, (5,), recipe("fast", size=48), Objective(kind="neuron"))
+    assert unit(job)({B3: block3[:1]}).item() == block3[0, 5, 6, 6].item()
+
+
+def test_an_expression_reads_several_layers_and_the_input(model: VGG16) -> None:
+    images = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        _, layers = collect(
+            model.cut("block4_conv3"), images, keep={"block3_conv3", "block4_conv3"}
+        )
+    layers[INPUT] = images
+    expression = (
+        channel("block4_conv3", 12) - 0.5 * channel("block3_conv3", 40) - 0.1 * Expression.of(L1)
+    )
+    job = Job("", (), recipe("fast", size=48), expression=expression, images_per_channel=2)
+    assert job.layers == {"block3_conv3", "block4_conv3"} and job.cut_layer == "block4_conv3"
+    expected = (
+        layers["block4_conv3"][:, 12].mean((1, 2))
+        - 0.5 * layers["block3_conv3"][:, 40].mean((1, 2))
+        - 0.1 * l1(images)
+    )
+    torch.testing.assert_close(objective(job)(layers), expected)
+    unit_expected = expected + 0.1 * l1(images)  # the units, without the penalty
+    torch.testing.assert_close(unit(job)(layers), unit_expected)
+    assert narrowed_channels(job) == [12, 12]  # only channel 12 of the cut layer is read
+
+
+def test_an_interpolation_moves_each_image_from_one_objective_to_the_other(
+    block3: torch.Tensor,
+) -> None:
+    a, b = channel(B3, 5), channel(B3, 9)
+    job = Job("", (), recipe("fast", size=48), expression=a, interpolate_to=b, images_per_channel=3)
+    three = {B3: torch.cat([block3, block3[:1]])}
+    values = objective(job)(three)
+    fives, nines = three[B3][:, 5].mean((1, 2)), three[B3][:, 9].mean((1, 2))
+    torch.testing.assert_close(values, torch.stack([fives[0], (fives[1] + nines[1]) / 2, nines[2]]))
+    assert narrowed_channels(job) is None  # two channels of the cut layer
 
 
 @pytest.mark.parametrize(
@@ -87,9 +160,7 @@ def test_neuron_defaults_to_the_centre(block3: torch.Tensor) -> None:
 )
 def test_each_objective_improves_on_the_real_network(model: VGG16, objective_: Objective) -> None:
     job = Job("block3_conv1", (11,), recipe("fast", size=48, steps=12), objective_)
-    start = render(
-        model, Job(job.layer, job.channels, recipe("fast", size=48, steps=0), objective_)
-    )
+    start = Run(job, model).result()  # the start image, before any step
     end = render(model, job)
     assert end.objective[0] > start.objective[0]
 
@@ -220,9 +291,9 @@ def test_penalties_on_known_images() -> None:
     assert l1(stripes).item() == pytest.approx(0.25)
     assert l2(stripes).item() == pytest.approx(0.125)
     assert total_variation(stripes).item() == pytest.approx(0.5)
-    both = penalty(stripes, l1_weight=2.0, l2_weight=0.0, tv_weight=1.0)
-    assert both.item() == pytest.approx(2 * 0.25 + 0.5)
-    assert penalty(stripes, l1_weight=0.0, l2_weight=0.0, tv_weight=0.0) == 0.0
+    both = penalties({"l1": 2.0, "l2": 0.0, "total_variation": 1.0})
+    assert both is not None and both({INPUT: stripes}).item() == pytest.approx(2 * 0.25 + 0.5)
+    assert penalties({"l1": 0.0, "l2": 0.0, "total_variation": 0.0}) is None
 
 
 def test_gaussian_blur_keeps_constants_and_smooths_noise() -> None:
@@ -301,18 +372,19 @@ def test_runs_narrow_the_target_layer_only_when_the_objective_allows(model: VGG1
     diverse = Job("block1_conv2", (3,), fast, Objective(diversity=1.0), images_per_channel=2)
     assert Run(diverse, model).target_channels is None  # diversity reads every channel
     with pytest.raises(ValueError, match="objective: diversity"):
-        objective(diverse, 32, narrowed=True)
+        objective(diverse, narrowed=True)
 
 
 # --- device ------------------------------------------------------------------------------------
 
 
 def test_cpu_device_settings(model: VGG16) -> None:
-    assert devices.prepare(model) == CPU
+    assert devices.set_up(model, bf16=True) == CPU
+    assert not model.bf16  # bf16 autocast is for CUDA only
     assert devices.describe(CPU) == "cpu"
     assert devices.memory_format(CPU) == torch.contiguous_format
-    assert torch.get_num_threads() >= 1
-    with devices.autocast(CPU):
+    assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+    with devices.autocast(model, CPU):
         assert not torch.is_autocast_enabled()
     assert math.isfinite(
         render(model, Job("block1_conv1", (0,), recipe("fast", size=32, steps=1))).activation[0]

@@ -3,6 +3,7 @@ presets and validation, and the classic preset against Chollet's formula step fo
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -118,7 +119,8 @@ def test_advance_refuses_runs_that_cannot_share_a_batch(model: VGG16) -> None:
     b = Run(small_job(layer="block1_conv2"), model)
     with pytest.raises(ValueError, match="batch_key"):
         advance([a, b])
-    done = Run(small_job(recipe=recipe("fast", size=40, steps=0)), model)
+    done = Run(small_job(recipe=recipe("fast", size=40, steps=1)), model)
+    advance([done])
     with pytest.raises(ValueError, match="finished"):
         advance([done])
 
@@ -227,7 +229,7 @@ def test_bad_recipes_name_the_field(preset: str, overrides: dict, field: str) ->
         ({"channels": ()}, "channels"),
         ({"channels": (128,)}, "channels"),
         ({"images_per_channel": 0}, "images_per_channel"),
-        ({"recipe": recipe("fast", size=16)}, "size"),
+        ({"recipe": dataclasses.replace(recipe("fast"), size=16)}, "size"),
         ({"objective": Objective(kind="neuron", neuron=(0, 20))}, "objective.neuron"),
     ],
 )

@@ -117,6 +117,9 @@ def test_a_repeat_is_answered_from_the_cache(batching_server: ServerProcess, stu
     repeat = list(stub.Maximize(request, timeout=120))
     assert [r.WhichOneof("update") for r in repeat] == ["final_images", "summary"]
     assert repeat[-1].summary.cached
+    # its own duration (a cache read), not the original run's; it ran no step
+    assert 0 < repeat[-1].summary.duration_seconds < first[-1].summary.duration_seconds
+    assert repeat[-1].summary.steps_per_second == 0
     assert list(repeat[-1].summary.activation) == list(first[-1].summary.activation)
     np.testing.assert_array_equal(final_pixels(repeat), final_pixels(first))
     assert batching_server.metric('featviz_result_cache_lookups_total{result="hit"}') == hits + 1

@@ -52,6 +52,16 @@ def test_impossible_settings_are_refused_by_name(values: dict, named: str) -> No
 def test_unparsable_variables_are_refused_by_name() -> None:
     with pytest.raises(SettingsError, match="FEATVIZ_PORT: 'x' is not a valid int"):
         Settings.from_env({"FEATVIZ_PORT": "x"})
+    with pytest.raises(SettingsError, match="FEATVIZ_BF16: 'maybe' is not one of"):
+        Settings.from_env({"FEATVIZ_BF16": "maybe"})
+
+
+def test_bf16_is_a_setting_read_as_a_boolean_from_the_variable_and_the_flag() -> None:
+    assert not Settings().bf16
+    assert Settings.from_env({"FEATVIZ_BF16": "1"}).bf16
+    assert not Settings.from_env({"FEATVIZ_BF16": "false"}).bf16
+    on = Settings.from_env({"FEATVIZ_BF16": "0"}).with_args(parse("--bf16"))
+    assert on.bf16 and not on.with_args(parse("--no-bf16")).bf16
 
 
 def test_serve_with_a_bad_setting_prints_one_line_and_fails() -> None:

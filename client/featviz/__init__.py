@@ -29,6 +29,17 @@ from featviz.errors import (
     Unimplemented,
 )
 from featviz.exemplars import ChannelExemplars, Exemplar, Exemplars, ScanProgress
+from featviz.objectives import (
+    Objective,
+    channel,
+    direction,
+    diversity,
+    l1,
+    l2,
+    neuron,
+    total_variation,
+)
+from featviz.objectives import parse as parse_objective
 from featviz.options import parse_channels
 from featviz.result import Finished, Image, Progress, Queued, Result, Retrying, Statistics, Update
 from featviz.retry import RetryPolicy
@@ -54,6 +65,7 @@ __all__ = [
     "LayerInfo",
     "ModelDescription",
     "NotFound",
+    "Objective",
     "Overloaded",
     "PermissionDenied",
     "Progress",
@@ -69,5 +81,13 @@ __all__ = [
     "Update",
     "WeightsInfo",
     "__version__",
+    "channel",
+    "direction",
+    "diversity",
+    "l1",
+    "l2",
+    "neuron",
     "parse_channels",
+    "parse_objective",
+    "total_variation",
 ]

@@ -95,8 +95,8 @@ class AsyncClient(ClientBase):
 
     async def maximize(
         self,
-        layer: str,
-        channels: ChannelsLike,
+        layer: str | None = None,
+        channels: ChannelsLike | None = None,
         *,
         on_progress: Callable[[Update], Awaitable[Any] | Any] | None = None,
         **options: Unpack[MaximizeOptions],
@@ -120,7 +120,10 @@ class AsyncClient(ClientBase):
         return result
 
     def stream_maximize(
-        self, layer: str, channels: ChannelsLike, **options: Unpack[MaximizeOptions]
+        self,
+        layer: str | None = None,
+        channels: ChannelsLike | None = None,
+        **options: Unpack[MaximizeOptions],
     ) -> AsyncIterator[Update]:
         """See `Client.stream_maximize`, as an async iterator.
 

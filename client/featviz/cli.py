@@ -19,6 +19,8 @@ from featviz.client import Client
 from featviz.connection import DEFAULT_TARGET
 from featviz.description import ModelDescription
 from featviz.errors import FeatvizError, Unauthenticated, Unavailable
+from featviz.objectives import Objective
+from featviz.objectives import parse as parse_objective
 from featviz.options import OPTIONS, parse_channels, suggestion
 from featviz.progressbar import ProgressBar
 from featviz.result import Finished, Progress, Queued, Result, Retrying, Update
@@ -29,6 +31,8 @@ EXIT_INTERRUPTED = 130
 
 # Options the CLI sets itself: a terminal shows no preview images.
 _FIXED_OPTIONS = {"preview_images": False}
+# Options whose flags the CLI reads as text and turns into values itself.
+_TEXT_OPTIONS = {"interpolate_to"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,15 +100,26 @@ def _client(args: argparse.Namespace) -> Client:
 
 def _maximize(client: Client, args: argparse.Namespace) -> int:
     options = {name: getattr(args, name) for name in OPTIONS if name not in _FIXED_OPTIONS}
-    images = len(args.channels) * (args.images_per_channel or 1)
+    channels = 1 if args.channels is None else len(args.channels)
+    images = channels * (args.images_per_channel or 1)
     output = Path(args.output) if args.output else None
     if not args.sheet and images > 1 and output is not None and output.suffix == ".png":
         raise _UsageError(f"{images} images need a directory for -o, not {output}")
     try:
-        updates = client.stream_maximize(args.layer, args.channels, **options, **_FIXED_OPTIONS)
+        if args.channels is None:  # LAYER is an objective expression
+            if options["objective"] is not None:
+                raise _UsageError("--objective is for LAYER CHANNELS; write neurons as L:C@X,Y")
+            options["objective"] = _objective(client, args.layer)
+            target = {}
+            label = str(options["objective"])
+        else:
+            target = {"layer": args.layer, "channels": args.channels}
+            label = f"{args.layer} {_channels_text(args.channels)}"
+        if options["interpolate_to"] is not None:
+            options["interpolate_to"] = _objective(client, options["interpolate_to"])
+        updates = client.stream_maximize(**target, **options, **_FIXED_OPTIONS)
     except (ValueError, TypeError) as error:
         raise _UsageError(str(error)) from None
-    label = f"{args.layer} {_channels_text(args.channels)}"
     bar = ProgressBar(label, enabled=not args.quiet)
     try:
         result = _follow(updates, bar)
@@ -117,6 +132,20 @@ def _maximize(client: Client, args: argparse.Namespace) -> int:
         paths = result.save(output or Path("."))
     _print_result(result, paths)
     return 0
+
+
+def _objective(client: Client, text: str) -> Objective:
+    """The objective written in `text`; a direction asks the server for its layer's size."""
+    layers: dict[str, int] = {}
+
+    def channels(layer: str) -> int:
+        if not layers:
+            layers.update({info.name: info.channels for info in client.describe_model().layers})
+        if layer not in layers:
+            raise ValueError(f"unknown layer {layer!r}; layers: {', '.join(layers)}")
+        return layers[layer]
+
+    return parse_objective(text, channels)
 
 
 def _channels_text(channels: list[int]) -> str:
@@ -155,7 +184,7 @@ def _save_sheet(result: Result, output: Path | None, columns: int | None) -> Pat
     ]
     path = output or Path(".")
     if path.suffix.lower() != ".png":
-        path = path / f"{result.layer}_sheet.png"
+        path = path / f"{result.layer or 'objective'}_sheet.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     contact_sheet([image.png for image in result.images], labels, columns).save(path)
     return path
@@ -186,9 +215,43 @@ def _describe(client: Client, args: argparse.Namespace) -> int:
     description = client.describe_model(args.size)
     if args.json:
         print(json.dumps(description.to_dict(), indent=2))
+    elif args.options:
+        print(_options_table(description))
     else:
         print(_layer_table(description))
     return 0
+
+
+def _options_table(description: ModelDescription) -> str:
+    """Every recipe field: its flag, type, range and the value in each preset."""
+    presets = description.presets
+    rows = [["option", "type", "range", *(p.name for p in presets), "help"]]
+    for field in description.recipe_fields:
+        if field.type in ("int", "float"):
+            allowed = f"{field.minimum:g}..{field.maximum:g}"
+        else:
+            allowed = "|".join(field.choices) if field.choices else "yes|no"
+        flag = field.request_field.rpartition(".")[2]
+        name = f"--{flag.replace('_', '-')}" if flag else f"({field.name})"
+        if field.name.startswith("transforms."):
+            name = f"--transforms {flag}="
+        rule = f" ({field.constraint})" if field.constraint else ""
+        values = [_shown(p.values[field.name]) for p in presets]
+        rows.append([name, field.type, allowed, *values, field.help + rule])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + f"  {row[-1]}"
+        for row in rows
+    ]
+    lines.append(f"default preset: {description.default_preset}; (NAME): set by presets only")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _shown(value: float | bool | str) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _layer_table(description: ModelDescription) -> str:
@@ -259,13 +322,23 @@ def _parser() -> argparse.ArgumentParser:
         "maximize",
         parents=[connection],
         help="synthesize one image per channel",
-        description="Synthesize one image per channel of LAYER that activates it maximally.",
-        epilog="example: featviz maximize block5_conv2 410 -o out.png",
+        description="Synthesize one image per channel of LAYER that activates it maximally, "
+        "or images that maximize an OBJECTIVE expression.",
+        epilog="examples: featviz maximize block5_conv2 410 -o out.png; "
+        'featviz maximize "block4_conv3:12 - 0.5*block3_conv3:40" -o both.png. '
+        "OBJECTIVE: terms joined by + and -, each optionally times a number: LAYER:CHANNEL "
+        "(channel mean), LAYER:CHANNEL@X,Y (neuron), LAYER:{C=V,...} (direction), "
+        "LAYER:diversity, and the input penalties l1, l2, tv.",
     )
-    maximize.add_argument("layer", metavar="LAYER", help="layer name, e.g. block5_conv2")
+    maximize.add_argument(
+        "layer",
+        metavar="LAYER|OBJECTIVE",
+        help="layer name, e.g. block5_conv2; or, without CHANNELS, an objective expression",
+    )
     maximize.add_argument(
         "channels",
         metavar="CHANNELS",
+        nargs="?",
         type=_argument_type(parse_channels),
         help="e.g. 14, 0-63 or 3,7,9",
     )
@@ -288,6 +361,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the model's layers, their output shapes and parameter counts.",
     )
     describe.add_argument("--json", action="store_true", help="print JSON")
+    describe.add_argument(
+        "--options",
+        action="store_true",
+        help="print every optimization option: range and value in each preset",
+    )
     describe.add_argument("--size", type=int, default=224, help="input size (default: 224)")
     describe.set_defaults(command=_describe, subparser=describe)
 
@@ -350,7 +428,9 @@ def _add_option_flags(group: argparse._ArgumentGroup) -> None:
         if name in _FIXED_OPTIONS:
             continue
         flag = "--" + name.replace("_", "-")
-        if option.enum is not None:
+        if name in _TEXT_OPTIONS:
+            group.add_argument(flag, metavar="OBJECTIVE", help=option.help)
+        elif option.enum is not None:
             group.add_argument(flag, choices=option.choices, help=option.help)
         elif option.type is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, help=option.help)

@@ -89,14 +89,16 @@ class Client(ClientBase):
 
     def maximize(
         self,
-        layer: str,
-        channels: ChannelsLike,
+        layer: str | None = None,
+        channels: ChannelsLike | None = None,
         *,
         on_progress: Callable[[Update], Any] | None = None,
         **options: Unpack[MaximizeOptions],
     ) -> Result:
         """Synthesize an image for each channel (int, list, or text like ``"0-63"``) of `layer`
-        and wait for the result. `options` are named like the CLI's flags (`size`, `steps`,
+        and wait for the result; or, with ``objective=`` an objective expression instead of a
+        layer and channels, `images_per_channel` images that maximize it (and move to
+        `interpolate_to` if given). `options` are named like the CLI's flags (`size`, `steps`,
         `preset`, `seed`, `objective`, `neuron`, ...); `on_progress` gets every `Queued`,
         `Progress` and `Retrying` update on the way.
 
@@ -104,6 +106,8 @@ class Client(ClientBase):
 
             result = client.maximize("block1_conv2", [14, 15], size=64, steps=32, seed=1)
             result.save("out/")
+            both = featviz.channel("block4_conv3", 12) - 0.5 * featviz.channel("block3_conv3", 40)
+            client.maximize(objective=both, size=128).save("interaction.png")
         """
         result = None
         for update in self.stream_maximize(layer, channels, **options):
@@ -115,7 +119,10 @@ class Client(ClientBase):
         return result
 
     def stream_maximize(
-        self, layer: str, channels: ChannelsLike, **options: Unpack[MaximizeOptions]
+        self,
+        layer: str | None = None,
+        channels: ChannelsLike | None = None,
+        **options: Unpack[MaximizeOptions],
     ) -> Iterator[Update]:
         """Like `maximize`, as an iterator of updates ending with `Finished(result)`; leaving
         the loop early cancels the run on the server.

@@ -52,6 +52,40 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class RecipeField:
+    """One field of the optimization recipe: `type` is "int", "float", "bool" or "choice";
+    `request_field` the request field (and SDK option path) that overrides it, "" if none."""
+
+    name: str
+    help: str
+    type: str
+    minimum: float
+    maximum: float
+    choices: tuple[str, ...]
+    request_field: str
+    constraint: str
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    """A preset and its full recipe: the value of every recipe field by name."""
+
+    name: str
+    description: str
+    values: dict[str, float | bool | str]
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The server's limits on one request."""
+
+    max_channels: int
+    max_images_per_channel: int
+    max_images: int
+    max_init_image_bytes: int
+
+
+@dataclass(frozen=True)
 class ModelDescription:
     """What `describe_model` returns: the network, its weights and every layer's geometry.
 
@@ -68,6 +102,10 @@ class ModelDescription:
     input_size: int
     layers: tuple[LayerInfo, ...]
     device: str
+    recipe_fields: tuple[RecipeField, ...] = ()
+    presets: tuple[PresetInfo, ...] = ()
+    default_preset: str = ""
+    limits: RequestLimits | None = None
 
     @classmethod
     def from_proto(cls, response: featviz_pb2.DescribeModelResponse) -> ModelDescription:
@@ -82,6 +120,25 @@ class ModelDescription:
                 for layer in response.layers
             ),
             device=response.device,
+            recipe_fields=tuple(
+                _copy(
+                    RecipeField,
+                    field,
+                    type=enums.name(featviz_pb2.RecipeFieldType, field.type),
+                    choices=tuple(field.choices),
+                )
+                for field in response.recipe_fields
+            ),
+            presets=tuple(
+                PresetInfo(
+                    preset.name,
+                    preset.description,
+                    {v.name: getattr(v, v.WhichOneof("value")) for v in preset.values},
+                )
+                for preset in response.presets
+            ),
+            default_preset=enums.name(featviz_pb2.Preset, response.default_preset),
+            limits=_copy(RequestLimits, response.limits) if response.HasField("limits") else None,
         )
 
     def layer(self, name: str) -> LayerInfo:

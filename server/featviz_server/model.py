@@ -31,10 +31,7 @@ class CaffePreprocess(nn.Module):
 
 
 class ConvReLU(nn.Module):
-    """A Keras conv layer: 3x3 convolution, padding 1, then ReLU (its output is post-ReLU).
-
-    `relu` is a submodule so that an optimizer may swap it (e.g. for a redirected ReLU).
-    """
+    """A Keras conv layer: 3x3 convolution, padding 1, then ReLU (its output is post-ReLU)."""
 
     def __init__(self, in_channels: int, channels: int) -> None:
         super().__init__()
@@ -46,7 +43,13 @@ class ConvReLU(nn.Module):
 
 
 class VGG16(nn.Sequential):
-    """Preprocessing, then the 13 conv and 5 pool layers as children named like Keras' layers."""
+    """Preprocessing, then the 13 conv and 5 pool layers as children named like Keras' layers.
+
+    `bf16`: the engine runs forward passes under bf16 autocast (CUDA only; `engine.device.set_up`
+    sets it at start-up).
+    """
+
+    bf16: bool = False
 
     def __init__(self) -> None:
         modules: OrderedDict[str, nn.Module] = OrderedDict(preprocess=CaffePreprocess())

@@ -13,6 +13,14 @@ class LayerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LAYER_KIND_CONV: _ClassVar[LayerKind]
     LAYER_KIND_POOL: _ClassVar[LayerKind]
 
+class RecipeFieldType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RECIPE_FIELD_TYPE_UNSPECIFIED: _ClassVar[RecipeFieldType]
+    RECIPE_FIELD_TYPE_INT: _ClassVar[RecipeFieldType]
+    RECIPE_FIELD_TYPE_FLOAT: _ClassVar[RecipeFieldType]
+    RECIPE_FIELD_TYPE_BOOL: _ClassVar[RecipeFieldType]
+    RECIPE_FIELD_TYPE_CHOICE: _ClassVar[RecipeFieldType]
+
 class Preset(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PRESET_UNSPECIFIED: _ClassVar[Preset]
@@ -38,6 +46,17 @@ class Optimizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPTIMIZER_ADAM: _ClassVar[Optimizer]
     OPTIMIZER_NORMALIZED_ASCENT: _ClassVar[Optimizer]
 
+class TermKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TERM_KIND_UNSPECIFIED: _ClassVar[TermKind]
+    TERM_KIND_CHANNEL: _ClassVar[TermKind]
+    TERM_KIND_NEURON: _ClassVar[TermKind]
+    TERM_KIND_DIRECTION: _ClassVar[TermKind]
+    TERM_KIND_L1: _ClassVar[TermKind]
+    TERM_KIND_L2: _ClassVar[TermKind]
+    TERM_KIND_TOTAL_VARIATION: _ClassVar[TermKind]
+    TERM_KIND_DIVERSITY: _ClassVar[TermKind]
+
 class StopReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STOP_REASON_UNSPECIFIED: _ClassVar[StopReason]
@@ -46,6 +65,11 @@ class StopReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 LAYER_KIND_UNSPECIFIED: LayerKind
 LAYER_KIND_CONV: LayerKind
 LAYER_KIND_POOL: LayerKind
+RECIPE_FIELD_TYPE_UNSPECIFIED: RecipeFieldType
+RECIPE_FIELD_TYPE_INT: RecipeFieldType
+RECIPE_FIELD_TYPE_FLOAT: RecipeFieldType
+RECIPE_FIELD_TYPE_BOOL: RecipeFieldType
+RECIPE_FIELD_TYPE_CHOICE: RecipeFieldType
 PRESET_UNSPECIFIED: Preset
 PRESET_CLASSIC: Preset
 PRESET_LUCID: Preset
@@ -59,6 +83,14 @@ PARAMETERIZATION_FOURIER: Parameterization
 OPTIMIZER_UNSPECIFIED: Optimizer
 OPTIMIZER_ADAM: Optimizer
 OPTIMIZER_NORMALIZED_ASCENT: Optimizer
+TERM_KIND_UNSPECIFIED: TermKind
+TERM_KIND_CHANNEL: TermKind
+TERM_KIND_NEURON: TermKind
+TERM_KIND_DIRECTION: TermKind
+TERM_KIND_L1: TermKind
+TERM_KIND_L2: TermKind
+TERM_KIND_TOTAL_VARIATION: TermKind
+TERM_KIND_DIVERSITY: TermKind
 STOP_REASON_UNSPECIFIED: StopReason
 STOP_REASON_STEP_LIMIT: StopReason
 STOP_REASON_CONVERGED: StopReason
@@ -116,7 +148,7 @@ class InputSpec(_message.Message):
     def __init__(self, channel_order: _Optional[str] = ..., layout: _Optional[str] = ..., value_min: _Optional[float] = ..., value_max: _Optional[float] = ..., preprocessing: _Optional[str] = ..., min_size: _Optional[int] = ..., max_size: _Optional[int] = ...) -> None: ...
 
 class DescribeModelResponse(_message.Message):
-    __slots__ = ("model_name", "weights", "input", "total_parameters", "input_size", "layers", "device")
+    __slots__ = ("model_name", "weights", "input", "total_parameters", "input_size", "layers", "device", "recipe_fields", "presets", "default_preset", "limits")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +156,10 @@ class DescribeModelResponse(_message.Message):
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    RECIPE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    PRESETS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PRESET_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     weights: WeightsInfo
     input: InputSpec
@@ -131,7 +167,67 @@ class DescribeModelResponse(_message.Message):
     input_size: int
     layers: _containers.RepeatedCompositeFieldContainer[LayerInfo]
     device: str
-    def __init__(self, model_name: _Optional[str] = ..., weights: _Optional[_Union[WeightsInfo, _Mapping]] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., total_parameters: _Optional[int] = ..., input_size: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., device: _Optional[str] = ...) -> None: ...
+    recipe_fields: _containers.RepeatedCompositeFieldContainer[RecipeField]
+    presets: _containers.RepeatedCompositeFieldContainer[PresetInfo]
+    default_preset: Preset
+    limits: RequestLimits
+    def __init__(self, model_name: _Optional[str] = ..., weights: _Optional[_Union[WeightsInfo, _Mapping]] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., total_parameters: _Optional[int] = ..., input_size: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., device: _Optional[str] = ..., recipe_fields: _Optional[_Iterable[_Union[RecipeField, _Mapping]]] = ..., presets: _Optional[_Iterable[_Union[PresetInfo, _Mapping]]] = ..., default_preset: _Optional[_Union[Preset, str]] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ...) -> None: ...
+
+class RecipeField(_message.Message):
+    __slots__ = ("name", "help", "type", "minimum", "maximum", "choices", "request_field", "constraint")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HELP_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_FIELD_NUMBER: _ClassVar[int]
+    MAXIMUM_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    help: str
+    type: RecipeFieldType
+    minimum: float
+    maximum: float
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    request_field: str
+    constraint: str
+    def __init__(self, name: _Optional[str] = ..., help: _Optional[str] = ..., type: _Optional[_Union[RecipeFieldType, str]] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., choices: _Optional[_Iterable[str]] = ..., request_field: _Optional[str] = ..., constraint: _Optional[str] = ...) -> None: ...
+
+class RecipeValue(_message.Message):
+    __slots__ = ("name", "number", "flag", "choice")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    FLAG_FIELD_NUMBER: _ClassVar[int]
+    CHOICE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    number: float
+    flag: bool
+    choice: str
+    def __init__(self, name: _Optional[str] = ..., number: _Optional[float] = ..., flag: _Optional[bool] = ..., choice: _Optional[str] = ...) -> None: ...
+
+class PresetInfo(_message.Message):
+    __slots__ = ("preset", "name", "description", "values")
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    preset: Preset
+    name: str
+    description: str
+    values: _containers.RepeatedCompositeFieldContainer[RecipeValue]
+    def __init__(self, preset: _Optional[_Union[Preset, str]] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., values: _Optional[_Iterable[_Union[RecipeValue, _Mapping]]] = ...) -> None: ...
+
+class RequestLimits(_message.Message):
+    __slots__ = ("max_channels", "max_images_per_channel", "max_images", "max_init_image_bytes")
+    MAX_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGES_PER_CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MAX_INIT_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_channels: int
+    max_images_per_channel: int
+    max_images: int
+    max_init_image_bytes: int
+    def __init__(self, max_channels: _Optional[int] = ..., max_images_per_channel: _Optional[int] = ..., max_images: _Optional[int] = ..., max_init_image_bytes: _Optional[int] = ...) -> None: ...
 
 class Objective(_message.Message):
     __slots__ = ("kind", "neuron_x", "neuron_y", "negate", "diversity")
@@ -189,8 +285,40 @@ class MaximizeOptions(_message.Message):
     redirect_relu_steps: int
     def __init__(self, parameterization: _Optional[_Union[Parameterization, str]] = ..., decorrelate: _Optional[bool] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., transforms: _Optional[_Union[Transforms, _Mapping]] = ..., l1: _Optional[float] = ..., l2: _Optional[float] = ..., total_variation: _Optional[float] = ..., blur_every: _Optional[int] = ..., blur_sigma: _Optional[float] = ..., redirect_relu_steps: _Optional[int] = ...) -> None: ...
 
+class ObjectiveTerm(_message.Message):
+    __slots__ = ("kind", "weight", "layer", "channel", "neuron_x", "neuron_y", "vector")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    NEURON_X_FIELD_NUMBER: _ClassVar[int]
+    NEURON_Y_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    kind: TermKind
+    weight: float
+    layer: str
+    channel: int
+    neuron_x: int
+    neuron_y: int
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, kind: _Optional[_Union[TermKind, str]] = ..., weight: _Optional[float] = ..., layer: _Optional[str] = ..., channel: _Optional[int] = ..., neuron_x: _Optional[int] = ..., neuron_y: _Optional[int] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ObjectiveExpression(_message.Message):
+    __slots__ = ("terms",)
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    terms: _containers.RepeatedCompositeFieldContainer[ObjectiveTerm]
+    def __init__(self, terms: _Optional[_Iterable[_Union[ObjectiveTerm, _Mapping]]] = ...) -> None: ...
+
+class InitImage(_message.Message):
+    __slots__ = ("data", "keep_close")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    KEEP_CLOSE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    keep_close: float
+    def __init__(self, data: _Optional[bytes] = ..., keep_close: _Optional[float] = ...) -> None: ...
+
 class MaximizeRequest(_message.Message):
-    __slots__ = ("layer", "channels", "objective", "size", "steps", "preset", "options", "seed", "images_per_channel", "preview_every", "preview_size", "no_preview_images")
+    __slots__ = ("layer", "channels", "objective", "size", "steps", "preset", "options", "seed", "images_per_channel", "preview_every", "preview_size", "no_preview_images", "expression", "interpolate_to", "init_image")
     LAYER_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
@@ -203,6 +331,9 @@ class MaximizeRequest(_message.Message):
     PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
     NO_PREVIEW_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    INTERPOLATE_TO_FIELD_NUMBER: _ClassVar[int]
+    INIT_IMAGE_FIELD_NUMBER: _ClassVar[int]
     layer: str
     channels: _containers.RepeatedScalarFieldContainer[int]
     objective: Objective
@@ -215,7 +346,10 @@ class MaximizeRequest(_message.Message):
     preview_every: int
     preview_size: int
     no_preview_images: bool
-    def __init__(self, layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., size: _Optional[int] = ..., steps: _Optional[int] = ..., preset: _Optional[_Union[Preset, str]] = ..., options: _Optional[_Union[MaximizeOptions, _Mapping]] = ..., seed: _Optional[int] = ..., images_per_channel: _Optional[int] = ..., preview_every: _Optional[int] = ..., preview_size: _Optional[int] = ..., no_preview_images: _Optional[bool] = ...) -> None: ...
+    expression: ObjectiveExpression
+    interpolate_to: ObjectiveExpression
+    init_image: InitImage
+    def __init__(self, layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., size: _Optional[int] = ..., steps: _Optional[int] = ..., preset: _Optional[_Union[Preset, str]] = ..., options: _Optional[_Union[MaximizeOptions, _Mapping]] = ..., seed: _Optional[int] = ..., images_per_channel: _Optional[int] = ..., preview_every: _Optional[int] = ..., preview_size: _Optional[int] = ..., no_preview_images: _Optional[bool] = ..., expression: _Optional[_Union[ObjectiveExpression, _Mapping]] = ..., interpolate_to: _Optional[_Union[ObjectiveExpression, _Mapping]] = ..., init_image: _Optional[_Union[InitImage, _Mapping]] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("index", "channel", "seed", "png", "width", "height")

@@ -1,8 +1,9 @@
 """Where the engine computes, and the per-device settings that make it fast there.
 
-On CUDA: cuDNN autotuning, channels_last activations and optional bf16 autocast (set
-FEATVIZ_BF16=1 or call `use_bf16`). On the CPU: torch's thread count set once from the CPUs this
-process may use. Either way the same engine code runs; only these settings differ.
+`set_up` configures torch once, at start-up (the server calls it with `Settings.bf16`): on CUDA
+cuDNN autotuning, a channels_last model and optionally bf16 autocast; on the CPU torch's thread
+count from the CPUs this process may use. Runs only read the result: the same engine code runs
+everywhere, and nothing global changes per run.
 """
 
 from __future__ import annotations
@@ -11,27 +12,20 @@ import contextlib
 import os
 
 import torch
-from torch import nn
 
-_settings = {"bf16": os.environ.get("FEATVIZ_BF16", "") == "1", "threads_set": False}
-
-
-def use_bf16(enabled: bool) -> None:
-    """Run forward passes under bf16 autocast on CUDA (faster; no longer bitwise reproducible)."""
-    _settings["bf16"] = enabled
+from ..model import VGG16
 
 
-def prepare(model: nn.Module) -> torch.device:
-    """Configure torch (and the model's layout) for the model's device; idempotent and cheap."""
-    weight = next(model.parameters())
-    device = weight.device
+def set_up(model: VGG16, *, bf16: bool = False) -> torch.device:
+    """Configure torch and `model` for the model's device; `bf16`: forward passes under bf16
+    autocast on CUDA (faster; no longer bitwise reproducible). Call once, before any run."""
+    device = next(model.parameters()).device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        if not weight.is_contiguous(memory_format=torch.channels_last):  # once per model
-            model.to(memory_format=torch.channels_last)
-    elif not _settings["threads_set"]:
+        model.to(memory_format=torch.channels_last)
+    else:
         torch.set_num_threads(len(os.sched_getaffinity(0)))
-        _settings["threads_set"] = True
+    model.bf16 = bf16 and device.type == "cuda"
     return device
 
 
@@ -43,13 +37,13 @@ def memory_format(device: torch.device) -> torch.memory_format:
 def narrows_target_layer(device: torch.device) -> bool:
     """Compute only each image's own channel of the target layer, image by image? On the CPU the
     skipped channels are most of a block1 step; on CUDA the full batched layer is one kernel,
-    where a per-image loop would cost a launch per image (not measured: no GPU was lent)."""
+    where a per-image loop would cost a kernel launch per image."""
     return device.type == "cpu"
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when enabled, else a no-op."""
-    if device.type == "cuda" and _settings["bf16"]:
+def autocast(model: VGG16, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when `set_up` enabled it for `model`, else a no-op."""
+    if device.type == "cuda" and model.bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

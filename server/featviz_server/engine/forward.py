@@ -17,7 +17,7 @@ copy of itself, whose output is dropped (cheap: the input is small).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,10 +52,23 @@ def activations(
 ) -> torch.Tensor:
     """The cut `network`'s output for `images` (`VGG16.cut(layer)`, built once per run, not per
     step); `redirect` (n,) bool picks images with redirected ReLUs."""
-    x = images
-    for module in network:
+    return collect(network, images, redirect)[0]
+
+
+def collect(
+    network: nn.Sequential,
+    images: torch.Tensor,
+    redirect: torch.Tensor | None = None,
+    keep: Collection[str] = (),
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`activations`, and the outputs of the layers named in `keep` on the way (an objective
+    may read several layers: one forward pass gives them all)."""
+    x, kept = images, {}
+    for name, module in network.named_children():
         x = apply_layer(module, x, redirect)
-    return x
+        if name in keep:
+            kept[name] = x
+    return x, kept
 
 
 def apply_layer(

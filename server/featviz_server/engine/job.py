@@ -6,10 +6,14 @@ value, the result cache can key on it, and the same job gives the same images wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import MISSING, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
+
+from ..architecture import LAYERS, MIN_INPUT_SIZE
+
+_LAYER_ORDER = {layer.name: i for i, layer in enumerate(LAYERS)}
 
 ParameterizationName = Literal["pixel", "fourier"]
 OptimizerName = Literal["adam", "normalized_ascent"]
@@ -17,48 +21,156 @@ ValueRangeName = Literal["sigmoid", "raw"]
 DisplayName = Literal["clip", "standardize"]
 DecayName = Literal["constant", "cosine"]
 ObjectiveKind = Literal["channel", "neuron"]
+TermKind = Literal["channel", "neuron", "direction", "l1", "l2", "total_variation", "diversity"]
+PENALTIES: tuple[TermKind, ...] = ("l1", "l2", "total_variation")  # terms on the input image
+
+
+Bound = float | str | None  # a number; a limit or another field's name, optionally "/2"; none
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one recipe field is, for validation, presets and DescribeModel (`schema`): one line
+    of help, its allowed range (inclusive; a bound may name a server limit such as "max_size" or
+    another field such as "steps", optionally halved: "size/2"), the request field that
+    overrides it ("" when only presets set it) and any rule that involves other fields."""
+
+    help: str
+    low: Bound = None
+    high: Bound = None
+    request: str = ""
+    constraint: str = ""
+
+
+def option(help: str, low: Bound = None, high: Bound = None, **details: Any) -> Any:
+    """A Recipe (or Transforms) field with its Spec; `details`: request, constraint, default."""
+    default = details.pop("default", MISSING)
+    return field(default=default, metadata={"spec": Spec(help, low, high, **details)})
+
+
+# The declarative table of every recipe field: the two dataclasses below, one `option` each.
+# Choices come from the Literal types above; presets.py holds each preset's values.
 
 
 @dataclass(frozen=True)
 class Transforms:
     """Random augmentations applied before each forward pass (Lucid's standard set by default)."""
 
-    pad: int = 12
-    jitter: int = 8
-    scale_min: float = 0.9
-    scale_max: float = 1.1
-    rotate_degrees: float = 10.0
-    final_jitter: int = 4
+    pad: int = option(
+        "constant grey padding on each side, in pixels",
+        0,
+        "size/2",
+        request="options.transforms.pad",
+        default=12,
+    )
+    jitter: int = option(
+        "random translation by up to this many pixels, before scaling and rotation",
+        0,
+        "size/2",
+        request="options.transforms.jitter",
+        default=8,
+    )
+    scale_min: float = option(
+        "smallest random scale factor (1: none)",
+        0.1,
+        10.0,
+        request="options.transforms.scale_min",
+        constraint="at most scale_max",
+        default=0.9,
+    )
+    scale_max: float = option(
+        "largest random scale factor",
+        0.1,
+        10.0,
+        request="options.transforms.scale_max",
+        default=1.1,
+    )
+    rotate_degrees: float = option(
+        "random rotation in [-degrees, +degrees]",
+        0.0,
+        180.0,
+        request="options.transforms.rotate_degrees",
+        default=10.0,
+    )
+    final_jitter: int = option(
+        "random translation by up to this many pixels, after scaling and rotation",
+        0,
+        "size/2",
+        request="options.transforms.final_jitter",
+        default=4,
+    )
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Every hyper-parameter of one optimization; presets are named Recipes."""
 
-    size: int
-    steps: int
-    parameterization: ParameterizationName
-    decorrelate: bool
-    optimizer: OptimizerName
-    learning_rate: float
-    transforms: Transforms | None
-    l1: float = 0.0
-    l2: float = 0.0
-    total_variation: float = 0.0
-    blur_every: int = 0
-    blur_sigma: float = 0.5
-    redirect_relu_steps: int = 0
-    # "sigmoid": images squashed into [0, 1] (Lucid); "raw": unbounded pixel values in 0-255 units
-    # from grey 128 + U(0, 20) (the classic method; pixel parameterization only).
-    value_range: ValueRangeName = "sigmoid"
-    # How the optimized image becomes 8-bit: "clip" to [0, 1], or Chollet's "standardize"
-    # (zero mean, std 0.1 around grey, clip), which the unbounded classic images need.
-    display: DisplayName = "clip"
-    # Learning-rate schedule over the run: "constant", or "cosine" decay from learning_rate to 0.
-    learning_rate_decay: DecayName = "constant"
-    # Fraction of the steps that use `transforms`; the rest optimize the plain image directly,
-    # which sharpens exactly what a user sees and measures.
-    transforms_until: float = 1.0
+    size: int = option(
+        "image height and width in pixels", MIN_INPUT_SIZE, "max_size", request="size"
+    )
+    steps: int = option("optimization steps", 1, "max_steps", request="steps")
+    parameterization: ParameterizationName = option(
+        "image representation: raw pixels, or Lucid's 1/f Fourier spectrum",
+        request="options.parameterization",
+    )
+    decorrelate: bool = option("decorrelate colour", request="options.decorrelate")
+    optimizer: OptimizerName = option(
+        "update rule: Adam, or plain ascent on the gradient over its RMS",
+        request="options.optimizer",
+    )
+    learning_rate: float = option(
+        "learning rate or step size", 1e-6, 1000.0, request="options.learning_rate"
+    )
+    transforms: Transforms | None = option(
+        "augmentations before each forward pass (none: no augmentation)",
+        request="options.transforms",
+    )
+    l1: float = option("weight of the L1 penalty", 0.0, 1000.0, request="options.l1", default=0.0)
+    l2: float = option("weight of the L2 penalty", 0.0, 1000.0, request="options.l2", default=0.0)
+    total_variation: float = option(
+        "weight of the TV penalty", 0.0, 1000.0, request="options.total_variation", default=0.0
+    )
+    blur_every: int = option(
+        "blur the image every this many steps (0: never)",
+        0,
+        "max_steps",
+        request="options.blur_every",
+        default=0,
+    )
+    blur_sigma: float = option(
+        "standard deviation of that blur, in pixels",
+        1e-3,
+        10.0,
+        request="options.blur_sigma",
+        default=0.5,
+    )
+    redirect_relu_steps: int = option(
+        "steps with gradient through inactive ReLUs",
+        0,
+        "max_steps",
+        request="options.redirect_relu_steps",
+        default=0,
+    )
+    value_range: ValueRangeName = option(
+        "sigmoid: images squashed into [0, 1] (Lucid); raw: unbounded pixels in 0-255 units from "
+        "grey 128 + U(0, 20) (the classic method)",
+        constraint="raw needs the pixel parameterization",
+        default="sigmoid",
+    )
+    display: DisplayName = option(
+        "how the image becomes 8-bit: clip to [0, 1], or Chollet's standardize (zero mean, std "
+        "0.1 around grey, clip)",
+        default="clip",
+    )
+    learning_rate_decay: DecayName = option(
+        "learning-rate schedule: constant, or cosine decay to 0", default="constant"
+    )
+    transforms_until: float = option(
+        "fraction of the steps that use the transforms; the rest optimize the plain image",
+        0.0,
+        1.0,
+        default=1.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -72,8 +184,79 @@ class Objective:
 
 
 @dataclass(frozen=True)
+class Term:
+    """One term of an objective expression (Lucid's objectives), on any conv or pool layer:
+
+    - "channel": the mean of feature map `channel`;
+    - "neuron": one unit of it at `neuron` (x, y) in the layer's output (None: the centre);
+    - "direction": the mean over positions of the activations' dot product with `vector` (one
+      value per channel) scaled to unit length: Lucid's `direction` (its default, cossim_pow=0,
+      the dot product), so that a one-hot vector is exactly the channel objective;
+    - "l1", "l2", "total_variation": penalties on the input image (`layer` empty), as in
+      `regularizers`: subtract them (`channel - 0.05 * l1`);
+    - "diversity": Lucid's diversity of the request's images at `layer` (Gram-matrix cosine
+      similarity, negated): add it to make the images differ.
+    """
+
+    kind: TermKind
+    layer: str = ""
+    channel: int = 0
+    neuron: tuple[int, int] | None = None
+    vector: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A weighted sum of terms; combine with `+`, `-`, scalar `*` and unary `-`."""
+
+    terms: tuple[tuple[float, Term], ...]
+
+    @classmethod
+    def of(cls, term: Term, weight: float = 1.0) -> Expression:
+        return cls(((float(weight), term),))
+
+    def __add__(self, other: Expression) -> Expression:
+        return Expression(self.terms + other.terms)
+
+    def __sub__(self, other: Expression) -> Expression:
+        return self + -other
+
+    def __mul__(self, weight: float) -> Expression:
+        return Expression(tuple((float(weight) * w, term) for w, term in self.terms))
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Expression:
+        return self * -1.0
+
+    @property
+    def layers(self) -> set[str]:
+        """The layers its terms read (not the input)."""
+        return {term.layer for _, term in self.terms if term.kind not in PENALTIES}
+
+
+@dataclass(frozen=True)
+class InitImage:
+    """A picture to start from (feature accentuation): `pixels` is (size, size, 3) uint8 RGB at
+    the job's size, `keep_close` the weight of the mean squared distance to it, in 8-bit levels,
+    that the loss adds (0: free to drift)."""
+
+    pixels: bytes
+    keep_close: float = 0.0
+
+    def tensor(self, size: int) -> np.ndarray:
+        """The picture as (3, size, size) float32 in [0, 1]."""
+        array = np.frombuffer(self.pixels, np.uint8).reshape(size, size, 3)
+        return array.transpose(2, 0, 1).astype(np.float32) / 255.0
+
+
+@dataclass(frozen=True)
 class Job:
-    """One request: images for (channel, seed) pairs of one layer, channel-major, then seed."""
+    """One request: images for (channel, seed) pairs of one layer, channel-major, then seed; or,
+    with `expression`, `images_per_channel` images (seed, seed+1, ...) that maximize it (then
+    `layer`, `channels` and `objective` are unused), which move from `expression` to
+    `interpolate_to` when that is given (image k of n: (1 - k/(n-1)) A + k/(n-1) B, with a
+    parameterization shared by the images, as in Lucid's neuron-interaction figures)."""
 
     layer: str
     channels: tuple[int, ...]
@@ -81,11 +264,27 @@ class Job:
     objective: Objective = field(default_factory=Objective)
     seed: int = 0
     images_per_channel: int = 1
+    expression: Expression | None = None
+    interpolate_to: Expression | None = None
+    init: InitImage | None = None
 
     @property
     def images(self) -> list[tuple[int, int]]:
-        """(channel, seed) of each image, in result order."""
-        return [(c, self.seed + k) for c in self.channels for k in range(self.images_per_channel)]
+        """(channel, seed) of each image, in result order (channel 0 for an expression)."""
+        channels = self.channels if self.expression is None else (0,)
+        return [(c, self.seed + k) for c in channels for k in range(self.images_per_channel)]
+
+    @property
+    def layers(self) -> set[str]:
+        """Every layer the objective reads."""
+        if self.expression is None:
+            return {self.layer}
+        return self.expression.layers | (self.interpolate_to or Expression(())).layers
+
+    @property
+    def cut_layer(self) -> str:
+        """The deepest layer read: the network is cut right after it."""
+        return max(self.layers, key=_LAYER_ORDER.__getitem__)
 
 
 @dataclass

@@ -2,7 +2,13 @@
 
 Each parameterization owns one leaf tensor for a batch of images and maps it to the network's
 public input (RGB, NCHW, nominally [0, 1]). Every image's initial values come from its own
-torch.Generator, so an image does not depend on the other images of its batch.
+torch.Generator, so an image does not depend on the other images of its batch. Two options:
+
+- `shared`: a second leaf, one image's worth, added to every image's own values (it starts at
+  zero): the images of a run share part of their parameters, so an interpolation's images keep
+  one layout (Lucid's shared parameterization in its neuron-interaction figures);
+- `init`: start from a picture instead of noise (feature accentuation): the own values are set
+  to the inverse of the map to RGB at the picture, plus the usual small noise.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .job import Recipe
+from .job import InitImage, Recipe
 from .regularizers import gaussian_blur
 
 # Square root of ImageNet's colour correlation matrix (Lucid), columns scaled to norm <= 1:
@@ -39,13 +45,38 @@ def decorrelated_colour(x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,dc->ndhw", x, matrix)
 
 
-class ImageParameterization(ABC):
-    """A batch of images as a trainable leaf tensor plus a differentiable map to RGB."""
+def decorrelated_colour_inverse(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of `decorrelated_colour`."""
+    matrix = torch.linalg.inv(COLOR_DECORRELATION.double()).to(x.device, x.dtype)
+    return torch.einsum("nchw,dc->ndhw", x, matrix)
 
-    def __init__(self, tensor: torch.Tensor, size: int, *, decorrelate: bool) -> None:
+
+def logit(pictures: torch.Tensor) -> torch.Tensor:
+    """The inverse of the sigmoid, for pictures in [0, 1] (8-bit extremes kept finite)."""
+    p = pictures.clamp(0.5 / 255, 1 - 0.5 / 255)
+    return torch.log(p / (1 - p))
+
+
+class ImageParameterization(ABC):
+    """A batch of images as a trainable leaf tensor (plus, when `shared`, one leaf shared by the
+    batch) and a differentiable map to RGB."""
+
+    def __init__(
+        self, tensor: torch.Tensor, size: int, *, decorrelate: bool, shared: bool = False
+    ) -> None:
         self.tensor = tensor.requires_grad_(True)
+        self.shared = torch.zeros_like(tensor[:1]).requires_grad_(True) if shared else None
         self.size = size
         self.decorrelate = decorrelate
+
+    @property
+    def parameters(self) -> list[torch.Tensor]:
+        """The leaves the optimizer updates."""
+        return [self.tensor] if self.shared is None else [self.tensor, self.shared]
+
+    def _values(self) -> torch.Tensor:
+        """Each image's values: its own, plus the shared ones."""
+        return self.tensor if self.shared is None else self.tensor + self.shared
 
     @abstractmethod
     def __call__(self) -> torch.Tensor:
@@ -71,22 +102,33 @@ class PixelImage(ImageParameterization):
         *,
         raw: bool,
         decorrelate: bool,
+        shared: bool = False,
+        init: torch.Tensor | None = None,
     ) -> None:
         shape = (3, size, size)
         if raw:
             values = CLASSIC_GREY + CLASSIC_NOISE * per_image(shape, generators, torch.rand)
+            if init is not None:  # the picture in 0-255 units, plus the classic noise
+                values = values - CLASSIC_GREY + self._inverse(init * 255.0, decorrelate)
         else:
             values = 0.01 * per_image(shape, generators, torch.randn)
-        super().__init__(values.to(device), size, decorrelate=decorrelate)
+            if init is not None:
+                values = values + self._inverse(logit(init), decorrelate)
+        super().__init__(values.to(device), size, decorrelate=decorrelate, shared=shared)
         self.raw = raw
 
+    @staticmethod
+    def _inverse(x: torch.Tensor, decorrelate: bool) -> torch.Tensor:
+        return decorrelated_colour_inverse(x) if decorrelate else x
+
     def __call__(self) -> torch.Tensor:
-        x = self._colour(self.tensor)
+        x = self._colour(self._values())
         return x / 255.0 if self.raw else torch.sigmoid(x)
 
     @torch.no_grad()
     def blur(self, sigma: float) -> None:
-        self.tensor.copy_(gaussian_blur(self.tensor, sigma))
+        for leaf in self.parameters:
+            leaf.copy_(gaussian_blur(leaf, sigma))
 
 
 def _frequencies(size: int) -> torch.Tensor:
@@ -108,15 +150,23 @@ class FourierImage(ImageParameterization):
         device: torch.device,
         *,
         decorrelate: bool,
+        shared: bool = False,
+        init: torch.Tensor | None = None,
     ) -> None:
         frequencies = _frequencies(size)
+        scale = 1.0 / frequencies.clamp_min(1.0 / size)
         spectrum = 0.01 * per_image((3, *frequencies.shape, 2), generators, torch.randn)
-        super().__init__(spectrum.to(device), size, decorrelate=decorrelate)
+        if init is not None:
+            x = logit(init)
+            x = decorrelated_colour_inverse(x) if decorrelate else x
+            picture = torch.fft.rfft2(x * FOURIER_MAGIC, norm="ortho") / scale
+            spectrum = spectrum + torch.view_as_real(picture)
+        super().__init__(spectrum.to(device), size, decorrelate=decorrelate, shared=shared)
         self.frequencies = frequencies.to(device)
-        self.scale = 1.0 / self.frequencies.clamp_min(1.0 / size)
+        self.scale = scale.to(device)
 
     def __call__(self) -> torch.Tensor:
-        spectrum = torch.view_as_complex(self.tensor) * self.scale
+        spectrum = torch.view_as_complex(self._values()) * self.scale
         x = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho")
         return torch.sigmoid(self._colour(x / FOURIER_MAGIC))
 
@@ -124,19 +174,36 @@ class FourierImage(ImageParameterization):
     def blur(self, sigma: float) -> None:
         # The Fourier transform of a Gaussian: multiply the spectrum, exact and cheap.
         gain = torch.exp(-2.0 * math.pi**2 * sigma**2 * self.frequencies**2)
-        self.tensor.mul_(gain.unsqueeze(-1))
+        for leaf in self.parameters:
+            leaf.mul_(gain.unsqueeze(-1))
 
 
 def make_image(
-    recipe: Recipe, generators: Sequence[torch.Generator], device: torch.device
+    recipe: Recipe,
+    generators: Sequence[torch.Generator],
+    device: torch.device,
+    *,
+    shared: bool = False,
+    init: InitImage | None = None,
 ) -> ImageParameterization:
-    """The recipe's parameterization for one image per generator."""
+    """The recipe's parameterization for one image per generator; `shared`: with a shared leaf;
+    `init`: starting from that picture."""
+    start = None if init is None else torch.from_numpy(init.tensor(recipe.size)).unsqueeze(0)
     if recipe.parameterization == "fourier":
-        return FourierImage(recipe.size, generators, device, decorrelate=recipe.decorrelate)
+        return FourierImage(
+            recipe.size,
+            generators,
+            device,
+            decorrelate=recipe.decorrelate,
+            shared=shared,
+            init=start,
+        )
     return PixelImage(
         recipe.size,
         generators,
         device,
         raw=recipe.value_range == "raw",
         decorrelate=recipe.decorrelate,
+        shared=shared,
+        init=start,
     )

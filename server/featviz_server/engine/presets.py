@@ -1,20 +1,11 @@
-"""Named recipes and the one way to derive a recipe from them."""
+"""Named recipes (each checked against the schema) and the one way to derive a recipe from them."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import get_args
 
-from .job import (
-    DecayName,
-    DisplayName,
-    OptimizerName,
-    ParameterizationName,
-    Recipe,
-    Transforms,
-    ValueRangeName,
-)
+from . import schema
+from .job import Recipe, Transforms
 
 LUCID_TRANSFORMS = Transforms()  # pad 12, jitter 8, scale 0.9-1.1, rotate ±10°, jitter 4
 
@@ -58,52 +49,23 @@ PRESETS["fast"] = dataclasses.replace(
 )
 DEFAULT_PRESET = "fast"
 
-_FIELDS = {field.name for field in dataclasses.fields(Recipe)}
-_CHOICES = {
-    "parameterization": ParameterizationName,
-    "optimizer": OptimizerName,
-    "value_range": ValueRangeName,
-    "display": DisplayName,
-    "learning_rate_decay": DecayName,
+DESCRIPTIONS = {
+    "classic": "the course / Keras-blog method: 128 px grey + noise, gradient / RMS, step 1, "
+    "40 steps",
+    "lucid": "Lucid's render_vis defaults: Fourier + decorrelated colour, pad/jitter/scale/rotate, "
+    "Adam(0.05), 512 steps",
+    "fast": "Fourier parameterization with decorrelated colour, a high cosine-decayed learning "
+    "rate, transforms for the first half",
 }
+for _preset in PRESETS.values():
+    schema.check(_preset)
+
+_FIELDS = {field.name for field in dataclasses.fields(Recipe)}
 
 
-def check(recipe: Recipe) -> Recipe:
-    """ValueError naming the first field that makes `recipe` unusable."""
-    for name, choices in _CHOICES.items():
-        if getattr(recipe, name) not in get_args(choices):
-            known = ", ".join(get_args(choices))
-            raise ValueError(f"{name}: {getattr(recipe, name)!r} is not one of {known}")
-    numbers = {
-        "learning_rate": recipe.learning_rate,
-        "l1": recipe.l1,
-        "l2": recipe.l2,
-        "total_variation": recipe.total_variation,
-        "blur_sigma": recipe.blur_sigma,
-    }
-    for name, value in numbers.items():
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
-    if not 0.0 <= recipe.transforms_until <= 1.0:
-        raise ValueError(f"transforms_until: must be in [0, 1], got {recipe.transforms_until}")
-    for name in ("size", "steps", "blur_every", "redirect_relu_steps"):
-        if getattr(recipe, name) < 0:
-            raise ValueError(f"{name}: must be >= 0, got {getattr(recipe, name)}")
-    if recipe.value_range == "raw" and recipe.parameterization != "pixel":
-        raise ValueError("value_range: 'raw' needs the pixel parameterization")
-    t = recipe.transforms
-    if t is not None:
-        if min(t.pad, t.jitter, t.final_jitter) < 0:
-            raise ValueError("transforms: pad and jitters must be >= 0")
-        if not 0 < t.scale_min <= t.scale_max:
-            raise ValueError("transforms: need 0 < scale_min <= scale_max")
-        if not math.isfinite(t.rotate_degrees):
-            raise ValueError("transforms.rotate_degrees: must be finite")
-    return recipe
-
-
-def recipe(preset: str, **overrides: object) -> Recipe:
-    """The named preset with `overrides` applied; ValueError naming an unknown preset or field."""
+def recipe(preset: str, limits: schema.Limits | None = None, **overrides: object) -> Recipe:
+    """The named preset with `overrides` applied, checked against `limits` (schema.check);
+    ValueError naming an unknown preset or field, OptionError naming a bad value."""
     if preset not in PRESETS:
         raise ValueError(f"preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     unknown = sorted(set(overrides) - _FIELDS)
@@ -111,4 +73,4 @@ def recipe(preset: str, **overrides: object) -> Recipe:
         raise ValueError(
             f"{unknown[0]}: unknown recipe field (known: {', '.join(sorted(_FIELDS))})"
         )
-    return check(dataclasses.replace(PRESETS[preset], **overrides))
+    return schema.check(dataclasses.replace(PRESETS[preset], **overrides), limits)

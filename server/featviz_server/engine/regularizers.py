@@ -1,5 +1,6 @@
-"""Penalties that keep images natural: L1, L2 and total variation, plus the Gaussian blur that
-the engine may apply every few steps. Penalties are per image, so batches stay independent."""
+"""Penalties that keep images natural: L1, L2 and total variation (objective terms too, see
+`objectives.Penalty`), plus the Gaussian blur that the engine may apply every few steps.
+Penalties are per image, so batches stay independent."""
 
 from __future__ import annotations
 
@@ -26,12 +27,7 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
-def penalty(
-    images: torch.Tensor, *, l1_weight: float, l2_weight: float, tv_weight: float
-) -> torch.Tensor | float:
-    """The weighted sum of the enabled penalties, per image (0.0 when none is enabled)."""
-    terms = ((l1_weight, l1), (l2_weight, l2), (tv_weight, total_variation))
-    return sum((weight * term(images) for weight, term in terms if weight), 0.0)
+PENALTIES = {"l1": l1, "l2": l2, "total_variation": total_variation}
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:

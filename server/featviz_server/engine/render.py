@@ -9,43 +9,104 @@ docs/engine.md).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
+from typing import get_args
 
 import torch
 
-from ..architecture import LAYERS_BY_NAME, MIN_INPUT_SIZE, layer_geometry
+from ..architecture import LAYERS_BY_NAME, Layer, layer_geometry
+from ..echo import echo
 from ..model import VGG16
 from . import device as devices
-from .forward import activations, apply_layer
+from . import schema
+from .forward import apply_layer, collect
 from .images import display, to_numpy, to_uint8
-from .job import Cancelled, Job, Progress, RenderResult, Transforms
-from .objectives import objective, reads_own_channel_only, unit
+from .job import PENALTIES, Cancelled, Expression, Job, Progress, RenderResult, TermKind, Transforms
+from .objectives import INPUT, narrowed_channels, objective, penalties, unit
 from .optimizers import learning_rate, make_optimizer
 from .parameterizations import make_image
-from .regularizers import penalty
 from .transforms import canvas_size, random_affines, warp
 
 
 def validate(job: Job) -> None:
     """ValueError naming the first field of `job` that the engine cannot run."""
-    layer = LAYERS_BY_NAME.get(job.layer)
-    if layer is None:
-        raise ValueError(f"layer: unknown layer {job.layer!r}")
+    if job.expression is None:
+        _validate_layer_and_channels(job)
+    else:
+        if job.layer or job.channels:
+            raise ValueError("layer: give no layer and channels with an objective expression")
+        _validate_expression("expression", job.expression, job.recipe.size)
+        if job.interpolate_to is not None:
+            _validate_expression("interpolate_to", job.interpolate_to, job.recipe.size)
+        if not job.layers:
+            raise ValueError("expression: reads no layer; add a channel, neuron or direction term")
+    if job.images_per_channel < 1:
+        raise ValueError("images_per_channel: must be at least 1")
+    schema.check(job.recipe)
+
+
+def _validate_layer_and_channels(job: Job) -> None:
+    layer = _layer("layer", job.layer)
     if not job.channels:
         raise ValueError("channels: at least one channel is required")
     for channel in job.channels:
         if not 0 <= channel < layer.channels:
             raise ValueError(f"channels: {channel} is not in 0..{layer.channels - 1}")
-    if job.images_per_channel < 1:
-        raise ValueError("images_per_channel: must be at least 1")
-    if job.recipe.size < MIN_INPUT_SIZE:
-        raise ValueError(f"size: {job.recipe.size} is below the minimum {MIN_INPUT_SIZE}")
     if job.objective.neuron is not None:
-        side = layer_geometry(job.layer, job.recipe.size).output_width
-        if not all(0 <= v < side for v in job.objective.neuron):
-            raise ValueError(f"objective.neuron: {job.objective.neuron} is outside 0..{side - 1}")
+        _validate_neuron("objective.neuron", job.layer, job.objective.neuron, job.recipe.size)
+
+
+def _layer(field: str, name: str) -> Layer:
+    layer = LAYERS_BY_NAME.get(name)
+    if layer is None:
+        names = ", ".join(LAYERS_BY_NAME)
+        raise ValueError(f"{field}: unknown layer {echo(name)}; valid layers: {names}")
+    return layer
+
+
+def _validate_neuron(field: str, layer: str, neuron: tuple[int, int], size: int) -> None:
+    shape = layer_geometry(layer, size)
+    sides = (shape.output_width, shape.output_height)
+    for name, value, side in zip("xy", neuron, sides, strict=True):
+        if not 0 <= value < side:
+            raise ValueError(
+                f"{field}_{name}: {value} is outside 0..{side - 1} "
+                f"({layer} is {shape.output_width}x{shape.output_height} at {size} px)"
+            )
+
+
+def _validate_expression(field: str, expression: Expression, size: int) -> None:
+    if not expression.terms:
+        raise ValueError(f"{field}.terms: at least one term is required")
+    for i, (weight, term) in enumerate(expression.terms):
+        at = f"{field}.terms[{i}]"
+        if not math.isfinite(weight):
+            raise ValueError(f"{at}.weight: must be a finite number, got {weight}")
+        if term.kind in PENALTIES:
+            if term.layer:
+                raise ValueError(f"{at}.layer: {term.kind} reads the input image, not a layer")
+            continue
+        if term.kind not in get_args(TermKind):
+            raise ValueError(f"{at}.kind: unknown term kind {term.kind!r}")
+        layer = _layer(f"{at}.layer", term.layer)
+        if term.kind in ("channel", "neuron") and not 0 <= term.channel < layer.channels:
+            raise ValueError(
+                f"{at}.channel: {term.channel} is not a {layer.name} channel "
+                f"(0..{layer.channels - 1})"
+            )
+        if term.kind == "neuron" and term.neuron is not None:
+            _validate_neuron(f"{at}.neuron", layer.name, term.neuron, size)
+        if term.kind == "direction":
+            if len(term.vector) != layer.channels:
+                raise ValueError(
+                    f"{at}.vector: has {len(term.vector)} values; {layer.name} has "
+                    f"{layer.channels} channels"
+                )
+            if not all(map(math.isfinite, term.vector)) or not any(term.vector):
+                raise ValueError(f"{at}.vector: values must be finite and not all 0")
 
 
 class Run:
@@ -53,27 +114,37 @@ class Run:
 
     def __init__(self, job: Job, model: VGG16) -> None:
         validate(job)
-        self.job, self.recipe = job, job.recipe
-        self.device = devices.prepare(model)
-        self.network = model.cut(job.layer)
+        self.job, self.recipe, self.model = job, job.recipe, model
+        self.device = next(model.parameters()).device
+        self.network = model.cut(job.cut_layer)
         self.head, self.target = self.network[:-1], self.network[-1]
+        self.reads = job.layers - {job.cut_layer}  # kept from the head's forward pass
         self.generators = [torch.Generator().manual_seed(seed) for _, seed in job.images]
-        self.image = make_image(self.recipe, self.generators, self.device)
-        self.optimizer = make_optimizer(self.recipe, [self.image.tensor])
-        layer = layer_geometry(job.layer, job.recipe.size)
-        self.stride = layer.stride
-        self.objective = objective(job, layer.output_width)  # on the whole layer: results
-        self.unit = unit(job, layer.output_width)
-        # While optimizing, compute only each image's own channel of the target layer when that
-        # is all the objective reads (forward.py; devices.narrows_target_layer says where).
-        narrowed = (
-            devices.narrows_target_layer(self.device)
-            and LAYERS_BY_NAME[job.layer].kind == "conv"
-            and reads_own_channel_only(job)
+        self.image = make_image(
+            self.recipe,
+            self.generators,
+            self.device,
+            shared=job.interpolate_to is not None,
+            init=job.init,
         )
-        self.target_channels = [channel for channel, _ in job.images] if narrowed else None
+        self.optimizer = make_optimizer(self.recipe, self.image.parameters)
+        self.objective = objective(job)  # on the whole layer: results
+        self.unit = unit(job)
+        self.penalty = penalties({kind: getattr(self.recipe, kind) for kind in PENALTIES})
+        self.init = (
+            None
+            if job.init is None or not job.init.keep_close
+            else torch.from_numpy(job.init.tensor(self.recipe.size)).to(self.device)
+        )
+        # While optimizing, compute only each image's own channel of the cut layer when that
+        # is all the objective reads of it (forward.py; devices.narrows_target_layer says where).
+        narrowable = (
+            devices.narrows_target_layer(self.device)
+            and LAYERS_BY_NAME[job.cut_layer].kind == "conv"
+        )
+        self.target_channels = narrowed_channels(job) if narrowable else None
         self.step_objective = (
-            objective(job, layer.output_width, narrowed=True) if narrowed else self.objective
+            objective(job, narrowed=True) if self.target_channels else self.objective
         )
         self.step = 0
         self.values = torch.zeros(len(job.images))  # each image's objective at the last step
@@ -94,7 +165,7 @@ class Run:
     @property
     def batch_key(self) -> Hashable:
         """Runs with equal keys can share one forward/backward."""
-        return (self.job.layer, self.canvas, self.device)
+        return (self.job.cut_layer, self.canvas, self.device)
 
     @property
     def redirecting(self) -> bool:
@@ -124,14 +195,19 @@ class Run:
             redirect = torch.ones(len(self), dtype=torch.bool, device=hidden.device)
         return apply_layer(self.target, hidden, redirect, self.target_channels)
 
-    def _loss(self, images: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
+    def _loss(self, layers: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of this step; `layers`: what the network computed for this run's images,
+        and the plain images under INPUT."""
         pad = self.transforms.pad if self.transforms else 0
-        values = self.step_objective(layer_output.float(), pad / self.stride)
+        values = self.step_objective(layers, pad)
         self.values = values.detach()
-        r = self.recipe
-        return (
-            penalty(images, l1_weight=r.l1, l2_weight=r.l2, tv_weight=r.total_variation) - values
-        ).sum()
+        loss = -values
+        if self.penalty is not None:
+            loss = loss + self.penalty(layers)
+        if self.init is not None:
+            distance = (255.0 * (layers[INPUT] - self.init)).square().mean((1, 2, 3))
+            loss = loss + self.job.init.keep_close * distance
+        return loss.sum()
 
     def _update(self) -> None:
         for group in self.optimizer.param_groups:
@@ -149,6 +225,14 @@ class Run:
         shown = display(images, self.recipe.display)
         return images, shown, to_uint8(shown, self.recipe.display)
 
+    def read(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything the objective reads of `images` (n, 3, size, size): the layers, and the
+        images under INPUT; no transforms, no redirected ReLUs."""
+        with devices.autocast(self.model, self.device):
+            output, layers = collect(self.network, images, keep=self.reads)
+        layers[self.job.cut_layer] = output
+        return {**{name: x.float() for name, x in layers.items()}, INPUT: images}
+
     def cancelled(self) -> Cancelled:
         """The error that ends this run before its last step."""
         return Cancelled(f"cancelled at step {self.step} of {self.recipe.steps}")
@@ -159,15 +243,14 @@ class Run:
 
     @torch.no_grad()
     def result(self, return_float: bool = False) -> RenderResult:
-        """Final images, the objective of each (without transforms) and the mean activation of
-        its unit on the 8-bit image, as a user would measure it."""
-        images, shown, pixels = self._display()
-        both = activations(self.network, torch.cat([images, pixels / 255.0]))
-        plain, quantized = both.float().split(len(self))
+        """Final images, and the objective and the activation of its units of each, measured on
+        the 8-bit image without transforms, as a user would measure them."""
+        _, shown, pixels = self._display()
+        layers = self.read(pixels / 255.0)
         return RenderResult(
             images=to_numpy(pixels),
-            objective=self.objective(plain).tolist(),
-            activation=self.unit(quantized).tolist(),
+            objective=self.objective(layers).tolist(),
+            activation=self.unit(layers).tolist(),
             steps=self.step,
             duration_seconds=time.perf_counter() - self._started,
             device=devices.describe(self.device),
@@ -177,7 +260,8 @@ class Run:
 
 def advance(runs: Sequence[Run]) -> None:
     """One optimization step for every run, in ONE forward/backward through the cut network
-    (the layers before the target batched; the target layer per run, which may narrow it)."""
+    (the layers before the cut layer batched, keeping those an objective reads; the cut layer
+    per run, which may narrow it)."""
     if not runs:
         return
     if len({run.batch_key for run in runs}) > 1:
@@ -185,18 +269,22 @@ def advance(runs: Sequence[Run]) -> None:
     if any(run.done for run in runs):
         raise ValueError("runs: a finished run cannot be advanced")
     device = runs[0].device
-    with devices.autocast(device):
+    sizes = [len(run) for run in runs]
+    with devices.autocast(runs[0].model, device):
         prepared = [run._network_input() for run in runs]
         seen = [network_input for _, network_input in prepared]
         batch = seen[0] if len(seen) == 1 else torch.cat(seen)
         batch = batch.contiguous(memory_format=devices.memory_format(device))
-        hidden = activations(runs[0].head, batch, _redirect(runs))
-        parts = hidden.split([len(run) for run in runs]) if len(runs) > 1 else (hidden,)
-        outputs = [run._target_layer(part) for run, part in zip(runs, parts, strict=True)]
-    loss = sum(
-        run._loss(images, output)
-        for run, (images, _), output in zip(runs, prepared, outputs, strict=True)
-    )
+        keep = set().union(*(run.reads for run in runs))
+        hidden, kept = collect(runs[0].head, batch, _redirect(runs), keep)
+        parts = hidden.split(sizes)
+        kept_parts = {name: x.split(sizes) for name, x in kept.items()}
+        layers = []
+        for i, (run, (images, _)) in enumerate(zip(runs, prepared, strict=True)):
+            read = {name: kept_parts[name][i].float() for name in run.reads}
+            read[run.job.cut_layer] = run._target_layer(parts[i]).float()
+            layers.append({**read, INPUT: images})
+    loss = sum(run._loss(read) for run, read in zip(runs, layers, strict=True))
     loss.backward()
     for run in runs:
         run._update()

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from .echo import bounded
+from ..echo import bounded
 from .logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,9 @@ def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
 
 class RequestContext(grpc.aio.ServerInterceptor):
     """Tags each RPC with a request id (the client's `x-request-id` or a new one), echoes it in the
-    initial metadata, logs one line per RPC, answers undecodable requests with INVALID_ARGUMENT
-    (grpc would say UNKNOWN, naming the exception), and turns unexpected exceptions into INTERNAL
-    with a generic message: the traceback goes to the log only.
+    initial and the trailing metadata, logs one line per RPC, answers undecodable requests with
+    INVALID_ARGUMENT (grpc would say UNKNOWN, naming the exception), and turns unexpected
+    exceptions into INTERNAL with a generic message: the traceback goes to the log only.
     """
 
     async def intercept_service(
@@ -112,7 +112,9 @@ async def _rpc_scope(context: grpc.aio.ServicerContext, method: str) -> AsyncIte
     """Request id in, one log line out; an unexpected exception becomes a generic INTERNAL."""
     request_id = _metadata(context, REQUEST_ID_KEY) or uuid.uuid4().hex
     REQUEST_ID.set(request_id)  # each RPC runs in its own task, hence its own context
+    # In both metadata: the initial metadata can be lost to a client when the call fails at once.
     await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+    context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
     started = time.monotonic()
     code = grpc.StatusCode.OK
     try:

@@ -19,10 +19,14 @@ from featviz.v1 import featviz_pb2 as pb
 
 from .. import engine
 from ..architecture import MIN_INPUT_SIZE, MODEL_NAME, TOTAL_PARAMETERS, geometry
+from ..config import Settings
+from ..engine import schema
 from ..exemplars import Exemplar
 from ..model import PREPROCESSING
 from ..weights import Weights
+from . import validation
 from .exemplar_search import ChannelExemplars, ExemplarEvent, ExemplarsDone
+from .validation import MAX_INIT_IMAGE_BYTES
 
 MESSAGE_BUDGET = 3 * 1024 * 1024
 LAYER_KINDS = {"conv": pb.LAYER_KIND_CONV, "pool": pb.LAYER_KIND_POOL}
@@ -31,9 +35,10 @@ PREVIEW_COMPRESSION, FINAL_COMPRESSION = 1, 6
 
 
 def describe(
-    weights: Weights, device: str, input_size: int, max_size: int
+    weights: Weights, device: str, input_size: int, settings: Settings
 ) -> pb.DescribeModelResponse:
-    """The network, its weights' provenance and each layer's geometry at `input_size`."""
+    """The network, its weights' provenance, each layer's geometry at `input_size`, and the
+    recipe's schema: every field, every preset's values, this server's limits."""
     layers = [
         pb.LayerInfo(
             name=g.layer.name,
@@ -57,13 +62,60 @@ def describe(
             value_max=1.0,
             preprocessing=PREPROCESSING,
             min_size=MIN_INPUT_SIZE,
-            max_size=max_size,
+            max_size=settings.max_size,
         ),
         total_parameters=TOTAL_PARAMETERS,
         input_size=input_size,
         layers=layers,
         device=device,
+        recipe_fields=[_recipe_field(f, settings) for f in schema.FIELDS],
+        presets=[
+            pb.PresetInfo(
+                preset=pb.Preset.Value(f"PRESET_{name.upper()}"),
+                name=name,
+                description=engine.presets.DESCRIPTIONS[name],
+                values=[_recipe_value(f, schema.value(recipe, f.name)) for f in schema.FIELDS],
+            )
+            for name, recipe in engine.PRESETS.items()
+        ],
+        default_preset=pb.Preset.Value(f"PRESET_{engine.DEFAULT_PRESET.upper()}"),
+        limits=pb.RequestLimits(
+            max_channels=settings.max_channels,
+            max_images_per_channel=settings.max_images_per_channel,
+            max_images=settings.max_images,
+            max_init_image_bytes=MAX_INIT_IMAGE_BYTES,
+        ),
     )
+
+
+FIELD_TYPES = {
+    "int": pb.RECIPE_FIELD_TYPE_INT,
+    "float": pb.RECIPE_FIELD_TYPE_FLOAT,
+    "bool": pb.RECIPE_FIELD_TYPE_BOOL,
+    "choice": pb.RECIPE_FIELD_TYPE_CHOICE,
+}
+
+
+def _recipe_field(field: schema.Field, settings: Settings) -> pb.RecipeField:
+    low, high = schema.bounds(field, validation.limits(settings))
+    return pb.RecipeField(
+        name=field.name,
+        help=field.spec.help,
+        type=FIELD_TYPES[field.type],
+        minimum=low,
+        maximum=high,
+        choices=field.choices,
+        request_field=field.spec.request,
+        constraint=field.spec.constraint,
+    )
+
+
+def _recipe_value(field: schema.Field, value: object) -> pb.RecipeValue:
+    if field.type == "bool":
+        return pb.RecipeValue(name=field.name, flag=bool(value))
+    if field.type == "choice":
+        return pb.RecipeValue(name=field.name, choice=str(value))
+    return pb.RecipeValue(name=field.name, number=float(value))  # type: ignore[arg-type]
 
 
 def queued(position: int) -> pb.MaximizeResponse:
@@ -105,7 +157,7 @@ def final(
         objective=result.objective,
         steps=result.steps,
         duration_seconds=duration,
-        steps_per_second=result.steps / duration if duration > 0 else 0.0,
+        steps_per_second=result.steps / duration if duration > 0 and not cached else 0.0,
         device=result.device,
         queued_seconds=queued_seconds,
         cached=cached,

@@ -110,7 +110,14 @@ def _checksum(header: dict[str, object], images: np.ndarray | bytes) -> str:
 
 def _plain(value: object) -> object:
     """`value` as it reads back from JSON (tuples become lists)."""
-    return json.loads(json.dumps(value))
+    return json.loads(json.dumps(value, default=_fingerprint))
+
+
+def _fingerprint(value: object) -> str:
+    """Bytes in a job (a start picture's pixels) enter the key as their sha256."""
+    if isinstance(value, bytes):
+        return hashlib.sha256(value).hexdigest()
+    raise TypeError(f"cannot key a {type(value).__name__}")
 
 
 class ResultCache:
@@ -136,10 +143,13 @@ class ResultCache:
             "weights": self._weights_sha256,
             "job": dataclasses.asdict(job),
         }
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        text = json.dumps(identity, sort_keys=True, default=_fingerprint)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def get(self, job: engine.Job) -> engine.RenderResult | None:
-        """The stored result, or None; a damaged entry is deleted, counted and is a miss."""
+        """The stored result, or None; a damaged entry is deleted, counted and is a miss. Its
+        `duration_seconds` is the time this lookup took, not the original run's."""
+        started = time.perf_counter()
         path = self.path(job)
         try:
             size = path.stat().st_size
@@ -157,7 +167,7 @@ class ResultCache:
             return None
         with contextlib.suppress(OSError):  # a read-only disk still serves
             os.utime(path)  # recently used: evicted last
-        return result
+        return dataclasses.replace(result, duration_seconds=time.perf_counter() - started)
 
     def put(self, job: engine.Job, result: engine.RenderResult) -> None:
         header = {

@@ -295,7 +295,7 @@ class Scheduler:
         if not self._active:
             self._idle.set()
             self._loop.run_in_executor(None, release_free_memory)
-        self._dispatch()  # after the log: tests read the log once active runs drop
+        self._dispatch()
 
     def _store(self, job: engine.Job, result: engine.RenderResult) -> None:
         assert self._cache is not None

@@ -19,6 +19,7 @@ from featviz.v1 import featviz_pb2_grpc as pb_grpc
 
 from .. import exemplars
 from ..config import Settings
+from ..engine import device as devices
 from ..model import VGG16, default_device, load_model
 from ..weights import Weights, load_weights
 from .backend import Backend
@@ -37,9 +38,12 @@ Loader = Callable[[], tuple[Weights, VGG16]]
 
 
 def load(settings: Settings) -> tuple[Weights, VGG16]:
-    """The verified weights (fetched on first start if the cache is empty) and the model."""
+    """The verified weights (fetched on first start if the cache is empty) and the model, its
+    device set up for the engine."""
     weights = load_weights(settings.cache_dir, settings.weights_source)
-    return weights, load_model(weights, settings.device or default_device())
+    model = load_model(weights, settings.device or default_device())
+    devices.set_up(model, bf16=settings.bf16)
+    return weights, model
 
 
 class Server:

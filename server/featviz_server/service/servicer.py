@@ -20,11 +20,12 @@ from featviz.v1 import featviz_pb2 as pb
 from featviz.v1 import featviz_pb2_grpc as pb_grpc
 
 from ..config import Settings
+from ..echo import bounded
 from ..exemplars import EmptyCollection
 from . import messages, validation
 from .backend import Backend
-from .echo import bounded
-from .interceptors import deadline_passed
+from .interceptors import REQUEST_ID_KEY, deadline_passed
+from .logs import REQUEST_ID
 from .metrics import Metrics
 from .scheduler import Event, Finished, Overloaded, Queued, ShuttingDown
 
@@ -49,7 +50,7 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
     ) -> pb.DescribeModelResponse:
         backend = await self._ready(context)
         size = await _validated(context, validation.describe_size, request, self._settings)
-        return messages.describe(backend.weights, backend.device, size, self._settings.max_size)
+        return messages.describe(backend.weights, backend.device, size, self._settings)
 
     async def Maximize(
         self, request: pb.MaximizeRequest, context: grpc.aio.ServicerContext
@@ -151,9 +152,10 @@ def _responses(event: Event, plan: validation.Maximization) -> list[pb.MaximizeR
 async def _validated(
     context: grpc.aio.ServicerContext, check: Callable[P, T], *args: P.args, **kwargs: P.kwargs
 ) -> T:
-    """`check(*args)`, or INVALID_ARGUMENT with a google.rpc.BadRequest naming the field."""
+    """`check(*args)` (in a thread: it may decode a picture), or INVALID_ARGUMENT with a
+    google.rpc.BadRequest naming the field."""
     try:
-        return check(*args, **kwargs)
+        return await asyncio.to_thread(check, *args, **kwargs)
     except validation.InvalidArgument as error:
         violation = error_details_pb2.BadRequest.FieldViolation(
             field=error.field, description=bounded(error.description)
@@ -188,4 +190,5 @@ async def _abort(
     status = rpc_status.to_status(
         status_pb2.Status(code=code, message=bounded(message), details=[packed])
     )
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    request_id = ((REQUEST_ID_KEY, REQUEST_ID.get() or ""),)  # abort replaces the trailers
+    await context.abort(status.code, status.details, (*status.trailing_metadata, *request_id))

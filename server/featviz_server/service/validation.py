@@ -6,20 +6,26 @@ configured limits, so that a bad request costs nothing and says exactly what to 
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
+from PIL import Image as PILImage
+from PIL import ImageOps
 
 from featviz.v1 import featviz_pb2 as pb
 
 from .. import engine
 from ..architecture import LAYERS, LAYERS_BY_NAME, MIN_INPUT_SIZE, Layer, layer_geometry
 from ..config import Settings
+from ..echo import echo
+from ..engine import schema
 from ..exemplars import MAX_EXEMPLARS
-from .echo import echo
 
 DEFAULT_DESCRIBE_SIZE = 224
 UINT64_MAX = 2**64 - 1
@@ -27,17 +33,13 @@ DEFAULT_EXEMPLARS = 8
 
 PRESETS = {pb.PRESET_CLASSIC: "classic", pb.PRESET_LUCID: "lucid", pb.PRESET_FAST: "fast"}
 OBJECTIVE_KINDS = {pb.OBJECTIVE_KIND_CHANNEL: "channel", pb.OBJECTIVE_KIND_NEURON: "neuron"}
-PARAMETERIZATIONS = {pb.PARAMETERIZATION_PIXEL: "pixel", pb.PARAMETERIZATION_FOURIER: "fourier"}
-OPTIMIZERS = {pb.OPTIMIZER_ADAM: "adam", pb.OPTIMIZER_NORMALIZED_ASCENT: "normalized_ascent"}
 
-# Ranges of the recipe's numbers: wide enough for any sensible experiment, narrow enough to
-# refuse values that can only be typos or attacks.
-LEARNING_RATE = (1e-6, 1000.0)
-PENALTY_WEIGHT = (0.0, 1000.0)
-BLUR_SIGMA = (1e-3, 10.0)
-SCALE = (0.1, 10.0)
-ROTATE_DEGREES = (0.0, 180.0)
+# The recipe's ranges are in its schema (engine.schema); this one is the request's own.
 DIVERSITY = (0.0, 1000.0)
+# The largest InitImage.data: a 1024 x 1024 RGB PNG of noise is ~3.1 MB; gRPC's limit is 4 MiB.
+MAX_INIT_IMAGE_BYTES = 3_500_000
+MAX_INIT_IMAGE_SIDE = 4096  # pixels; larger pictures are refused before they are decoded
+KEEP_CLOSE = (0.0, 1000.0)
 MIN_PREVIEW_SIZE = 8
 
 
@@ -99,10 +101,28 @@ def _layer(name: str) -> Layer:
 def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximization:
     """Check every field of a Maximize request and build the engine's Job from it."""
     reject_unknown_fields(request)
+    if request.HasField("expression"):
+        return _expression_maximization(request, settings)
+    if request.HasField("interpolate_to"):
+        raise InvalidArgument("interpolate_to", "needs an objective expression to start from")
     layer = _layer(request.layer)
     channels = _channels(request, layer.name, layer.channels, settings)
     recipe = _recipe(request, settings)
-    steps = recipe.steps
+    job = engine.Job(
+        layer=layer.name,
+        channels=channels,
+        recipe=recipe,
+        objective=_objective(request.objective, layer.name, recipe.size),
+        seed=_seed(request),
+        images_per_channel=request.images_per_channel or 1,
+        init=_init_image(request, recipe.size),
+    )
+    return _plan(request, job, settings)
+
+
+def _plan(request: pb.MaximizeRequest, job: engine.Job, settings: Settings) -> Maximization:
+    """How to stream the run of `job`: preview interval and size."""
+    steps = job.recipe.steps
     preview_every = request.preview_every or max(1, steps // 10)
     _check_range("preview_every", preview_every, 1, steps, "0 (about ten previews) or ")
     if request.preview_size:
@@ -113,17 +133,120 @@ def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximizatio
             settings.max_size,
             "0 (full size) or ",
         )
-    images_per_channel = request.images_per_channel or 1
-    _check_range("seed", request.seed, 0, UINT64_MAX - images_per_channel + 1)
-    job = engine.Job(
-        layer=layer.name,
-        channels=channels,
-        recipe=recipe,
-        objective=_objective(request.objective, layer.name, recipe.size),
-        seed=request.seed,
-        images_per_channel=images_per_channel,
-    )
     return Maximization(job, preview_every, request.preview_size, not request.no_preview_images)
+
+
+def _seed(request: pb.MaximizeRequest) -> int:
+    return _check_range("seed", request.seed, 0, UINT64_MAX - (request.images_per_channel or 1) + 1)
+
+
+def _expression_maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximization:
+    """A request for images that maximize an objective expression (or interpolate)."""
+    for name, given in (
+        ("layer", bool(request.layer)),
+        ("channels", bool(request.channels)),
+        ("objective", request.HasField("objective")),
+    ):
+        if given:
+            raise InvalidArgument(name, "must be empty with an objective expression")
+    images = request.images_per_channel or 1
+    _check_range(
+        "images_per_channel", images, 1, min(settings.max_images_per_channel, settings.max_images)
+    )
+    recipe = _recipe(request, settings)
+    job = engine.Job(
+        layer="",
+        channels=(),
+        recipe=recipe,
+        seed=_seed(request),
+        init=_init_image(request, recipe.size),
+        images_per_channel=images,
+        expression=_expression("expression", request.expression),
+        interpolate_to=(
+            _expression("interpolate_to", request.interpolate_to)
+            if request.HasField("interpolate_to")
+            else None
+        ),
+    )
+    try:
+        engine.validate(job)  # the engine's rules: layers, channels, vectors, weights
+    except ValueError as error:
+        field, _, description = str(error).partition(": ")
+        raise InvalidArgument(field, description) from None
+    return _plan(request, job, settings)
+
+
+def _init_image(request: pb.MaximizeRequest, size: int) -> engine.InitImage | None:
+    """The picture to start from, decoded and fitted to the image size: scaled so that its
+    shorter side is `size` (Lanczos), then centre-cropped."""
+    if not request.HasField("init_image"):
+        return None
+    init = request.init_image
+    keep_close = _check_float("init_image.keep_close", init.keep_close, *KEEP_CLOSE)
+    data = init.data
+    if not data:
+        raise InvalidArgument("init_image.data", "is empty; give a PNG or JPEG picture")
+    if len(data) > MAX_INIT_IMAGE_BYTES:
+        raise InvalidArgument(
+            "init_image.data", f"{len(data)} bytes; at most {MAX_INIT_IMAGE_BYTES} bytes"
+        )
+    try:
+        picture = PILImage.open(io.BytesIO(data))
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
+        raise InvalidArgument(
+            "init_image.data", f"is not a PNG or JPEG picture ({error})"
+        ) from None
+    with picture:
+        if picture.format not in ("PNG", "JPEG"):
+            raise InvalidArgument("init_image.data", f"is {picture.format}; give a PNG or JPEG")
+        if max(picture.size) > MAX_INIT_IMAGE_SIDE:
+            raise InvalidArgument(
+                "init_image.data",
+                f"is {picture.width}x{picture.height} px; at most {MAX_INIT_IMAGE_SIDE} a side",
+            )
+        try:
+            rgb = picture.convert("RGB")  # decodes: a truncated file fails here
+        except (OSError, SyntaxError, ValueError) as error:
+            raise InvalidArgument("init_image.data", f"cannot be decoded ({error})") from None
+    fitted = ImageOps.fit(rgb, (size, size), PILImage.Resampling.LANCZOS)
+    return engine.InitImage(np.asarray(fitted, dtype=np.uint8).tobytes(), keep_close)
+
+
+TERM_KINDS = {
+    pb.TERM_KIND_CHANNEL: "channel",
+    pb.TERM_KIND_NEURON: "neuron",
+    pb.TERM_KIND_DIRECTION: "direction",
+    pb.TERM_KIND_L1: "l1",
+    pb.TERM_KIND_L2: "l2",
+    pb.TERM_KIND_TOTAL_VARIATION: "total_variation",
+    pb.TERM_KIND_DIVERSITY: "diversity",
+}
+
+
+def _expression(field: str, expression: pb.ObjectiveExpression) -> engine.Expression:
+    """The wire expression as the engine's, each term's fields fitting its kind."""
+    terms = []
+    for i, term in enumerate(expression.terms):
+        at = f"{field}.terms[{i}]"
+        kind = _enum_value(f"{at}.kind", term.kind, TERM_KINDS, pb.TermKind)
+        has_x, has_y = term.HasField("neuron_x"), term.HasField("neuron_y")
+        if (has_x or has_y) and kind != "neuron":
+            raise InvalidArgument(f"{at}.neuron_x", "only for TERM_KIND_NEURON")
+        if has_x != has_y:
+            raise InvalidArgument(f"{at}.neuron_x", "give neuron_x and neuron_y, or neither")
+        if term.channel and kind not in ("channel", "neuron"):
+            raise InvalidArgument(f"{at}.channel", "only for TERM_KIND_CHANNEL and _NEURON")
+        if term.vector and kind != "direction":
+            raise InvalidArgument(f"{at}.vector", "only for TERM_KIND_DIRECTION")
+        engine_term = engine.Term(
+            kind,
+            term.layer,
+            term.channel,
+            (term.neuron_x, term.neuron_y) if has_x else None,
+            tuple(term.vector),
+        )
+        terms.append((term.weight if term.HasField("weight") else 1.0, engine_term))
+    return engine.Expression(tuple(terms))
 
 
 def _channels(
@@ -157,96 +280,74 @@ def _channel_indices(requested: Any, layer: str, count: int, settings: Settings)
     return channels
 
 
+def limits(settings: Settings) -> schema.Limits:
+    """The server limits that bound recipe fields (schema bounds name them)."""
+    return {"max_size": settings.max_size, "max_steps": settings.max_steps}
+
+
 def _recipe(request: pb.MaximizeRequest, settings: Settings) -> engine.Recipe:
-    """The preset with the request's overrides, every value checked against the limits."""
+    """The preset with the request's overrides, checked by the schema against the limits."""
     preset = engine.DEFAULT_PRESET
     if request.preset:
         preset = _enum_value("preset", request.preset, PRESETS, pb.Preset)
-    base = engine.recipe(preset)
-    size = request.size or base.size
-    _check_range(
-        "size",
-        size,
-        MIN_INPUT_SIZE,
-        settings.max_size,
-        "" if request.size else f"the {preset} preset's size is {base.size}; set ",
-    )
-    steps = request.steps or base.steps
-    _check_range(
-        "steps",
-        steps,
-        1,
-        settings.max_steps,
-        "" if request.steps else f"the {preset} preset's steps are {base.steps}; set ",
-    )
-    overrides = {"size": size, "steps": steps, **_option_overrides(request.options, size, steps)}
+    overrides = _overrides(request)
     try:
-        return engine.recipe(preset, **overrides)
-    except ValueError as error:  # a combination the engine refuses
-        raise InvalidArgument("options", str(error)) from None
+        return engine.recipe(preset, limits(settings), **overrides)
+    except schema.OptionError as error:
+        field = schema.BY_NAME[error.field]
+        given = field.name.partition(".")[0] in overrides
+        hint = "" if given else f"the {preset} preset's {field.name} is not allowed here; "
+        raise InvalidArgument(field.spec.request or "preset", hint + error.description) from None
 
 
-def _option_overrides(options: pb.MaximizeOptions, size: int, steps: int) -> dict[str, Any]:
+def _overrides(request: pb.MaximizeRequest) -> dict[str, Any]:
+    """Recipe field -> value for every recipe field the request sets (schema.FIELDS says where
+    each is set; a field with presence counts when present, any other when not zero)."""
     overrides: dict[str, Any] = {}
-    if options.parameterization:
-        overrides["parameterization"] = _enum_value(
-            "options.parameterization",
-            options.parameterization,
-            PARAMETERIZATIONS,
-            pb.Parameterization,
-        )
-    if options.optimizer:
-        overrides["optimizer"] = _enum_value(
-            "options.optimizer", options.optimizer, OPTIMIZERS, pb.Optimizer
-        )
-    if options.HasField("decorrelate"):
-        overrides["decorrelate"] = options.decorrelate
-    floats = {
-        "learning_rate": LEARNING_RATE,
-        "l1": PENALTY_WEIGHT,
-        "l2": PENALTY_WEIGHT,
-        "total_variation": PENALTY_WEIGHT,
-        "blur_sigma": BLUR_SIGMA,
-    }
-    for name, (low, high) in floats.items():
-        if options.HasField(name):
-            overrides[name] = _check_float(f"options.{name}", getattr(options, name), low, high)
-    for name in ("blur_every", "redirect_relu_steps"):
-        if options.HasField(name):
-            overrides[name] = _check_range(f"options.{name}", getattr(options, name), 0, steps)
-    if options.HasField("transforms"):
-        overrides["transforms"] = _transforms(options.transforms, size)
+    for field in schema.FIELDS:
+        if not field.spec.request or field.name.startswith("transforms."):
+            continue
+        *parents, name = field.spec.request.split(".")
+        message = request
+        for parent in parents:
+            message = getattr(message, parent)
+        descriptor = message.DESCRIPTOR.fields_by_name[name]
+        given = message.HasField(name) if descriptor.has_presence else bool(getattr(message, name))
+        if not given:
+            continue
+        if field.type == "choice":
+            overrides[field.name] = _choice(field, descriptor, getattr(message, name))
+        else:
+            overrides[field.name] = getattr(message, name)
+    if request.options.HasField("transforms"):
+        overrides["transforms"] = _transforms(request.options.transforms)
     return overrides
 
 
-def _transforms(transforms: pb.Transforms, size: int) -> engine.Transforms | None:
-    """The request's augmentations; all zero (or identity) means none."""
-    limit = size // 2
-    pixels = {
-        name: _check_range(f"options.transforms.{name}", getattr(transforms, name), 0, limit)
-        for name in ("pad", "jitter", "final_jitter")
+def _choice(field: schema.Field, descriptor: FieldDescriptor, number: int) -> str:
+    """The schema's word for a proto enum value (PARAMETERIZATION_FOURIER: "fourier")."""
+    enum = descriptor.enum_type
+    words = {v.number: v.name.removeprefix(_enum_prefix(enum)).lower() for v in enum.values}
+    allowed = {n: word for n, word in words.items() if word in field.choices}
+    if number not in allowed:
+        names = ", ".join(f"{enum.values_by_number[n].name} ({n})" for n in allowed)
+        raise InvalidArgument(field.spec.request, f"unknown value {number}; allowed: {names}")
+    return allowed[number]
+
+
+def _enum_prefix(enum: EnumDescriptor) -> str:
+    """PARAMETERIZATION_ for Parameterization (the zero value is NAME_UNSPECIFIED)."""
+    return enum.values_by_number[0].name.removesuffix("UNSPECIFIED")
+
+
+def _transforms(transforms: pb.Transforms) -> engine.Transforms | None:
+    """The request's augmentations (a scale of 0 means none); the identity means none at all."""
+    values = {
+        name: getattr(transforms, name) or (1.0 if name.startswith("scale") else 0)
+        for name in pb.Transforms.DESCRIPTOR.fields_by_name
     }
-    scale_min, scale_max = (
-        _check_float(
-            f"options.transforms.{name}",
-            getattr(transforms, name) or 1.0,
-            *SCALE,
-            "0 (no scaling) or ",
-        )
-        for name in ("scale_min", "scale_max")
-    )
-    if scale_min > scale_max:
-        raise InvalidArgument(
-            "options.transforms.scale_min", f"{scale_min} is larger than scale_max {scale_max}"
-        )
-    rotate = _check_float(
-        "options.transforms.rotate_degrees", transforms.rotate_degrees, *ROTATE_DEGREES
-    )
-    result = engine.Transforms(
-        scale_min=scale_min, scale_max=scale_max, rotate_degrees=rotate, **pixels
-    )
-    identity = engine.Transforms(0, 0, 1.0, 1.0, 0.0, 0)
-    return None if result == identity else result
+    result = engine.Transforms(**values)
+    return None if result == schema.IDENTITY_TRANSFORMS else result
 
 
 def _objective(objective: pb.Objective, layer: str, size: int) -> engine.Objective:
@@ -308,5 +409,11 @@ def reject_unknown_fields(message: Message, path: str = "") -> None:
             "(is the client's featviz.proto newer than the server's?)",
         )
     for descriptor, value in message.ListFields():
-        if descriptor.message_type is not None:
-            reject_unknown_fields(value, f"{path}.{descriptor.name}" if path else descriptor.name)
+        if descriptor.message_type is None:
+            continue
+        where = f"{path}.{descriptor.name}" if path else descriptor.name
+        if descriptor.is_repeated:
+            for i, item in enumerate(value):
+                reject_unknown_fields(item, f"{where}[{i}]")
+        else:
+            reject_unknown_fields(value, where)
