@@ -17,6 +17,7 @@ ValueRangeName = Literal["sigmoid", "raw"]
 DisplayName = Literal["clip", "standardize"]
 DecayName = Literal["constant", "cosine"]
 ObjectiveKind = Literal["channel", "neuron"]
+StopReason = Literal["step_limit", "converged"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,14 @@ class Recipe:
     # Fraction of the steps that use `transforms`; the rest optimize the plain image directly,
     # which sharpens exactly what a user sees and measures.
     transforms_until: float = 1.0
+    # Transformed views of each image per step (their objectives averaged): a less noisy
+    # gradient of the transformation-robust objective.
+    views: int = 1
+    # Early stop: the run ends once no image's smoothed objective (an average over about
+    # `stop_window` steps) has gained more than `stop_tolerance` (relative) for `stop_window`
+    # steps; 0 never stops before `steps`.
+    stop_window: int = 0
+    stop_tolerance: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,11 @@ class RenderResult:
     steps: int
     duration_seconds: float
     device: str
+    # The unit's mean over the fixed views of each 8-bit image, and its share of values at 0 or
+    # 255 (engine/measures.py).
+    robust_activation: list[float]
+    saturated_fraction: list[float]
+    stop_reason: StopReason = "step_limit"
     float_images: np.ndarray | None = None  # (N, H, W, 3) float32 in [0, 1], on request
 
 

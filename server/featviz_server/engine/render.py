@@ -20,11 +20,13 @@ from ..model import VGG16
 from . import device as devices
 from .forward import activations, apply_layer
 from .images import display, to_numpy, to_uint8
-from .job import Cancelled, Job, Progress, RenderResult, Transforms
+from .job import Cancelled, Job, Progress, RenderResult, StopReason, Transforms
+from .measures import robust_activation, saturated_fraction
 from .objectives import objective, reads_own_channel_only, unit
 from .optimizers import learning_rate, make_optimizer
 from .parameterizations import make_image
 from .regularizers import penalty
+from .stopping import EarlyStop
 from .transforms import canvas_size, random_affines, warp
 
 
@@ -77,6 +79,7 @@ class Run:
         )
         self.step = 0
         self.values = torch.zeros(len(job.images))  # each image's objective at the last step
+        self.stopping = EarlyStop(self.recipe, len(job.images))
         self._started = time.perf_counter()
 
     @property
@@ -102,11 +105,25 @@ class Run:
         return self.step < self.recipe.redirect_relu_steps
 
     @property
+    def views(self) -> int:
+        """Transformed views of each image in this step's batch."""
+        return self.recipe.views if self.transforms is not None else 1
+
+    @property
     def done(self) -> bool:
-        return self.step >= self.recipe.steps
+        return self.stopping.converged or self.step >= self.recipe.steps
+
+    @property
+    def stop_reason(self) -> StopReason:
+        return "converged" if self.stopping.converged else "step_limit"
 
     def __len__(self) -> int:
         return len(self.generators)
+
+    @property
+    def batch_images(self) -> int:
+        """Network inputs this run adds to this step's batch."""
+        return len(self) * self.views
 
     def _network_input(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The images and, after this step's random transforms, what the network sees."""
@@ -114,19 +131,27 @@ class Run:
         transforms = self.transforms
         if transforms is None:
             return images, images
-        thetas = random_affines(transforms, self.recipe.size, self.generators)
-        return images, warp(images, thetas, self.canvas)
+        size = self.recipe.size
+        thetas = torch.cat(
+            [random_affines(transforms, size, self.generators) for _ in range(self.views)]
+        )
+        return images, warp(images.repeat(self.views, 1, 1, 1), thetas, self.canvas)
 
     def _target_layer(self, hidden: torch.Tensor) -> torch.Tensor:
         """The target layer on this run's part of the batch (narrowed by `target_channels`)."""
         redirect = None
         if self.redirecting:
-            redirect = torch.ones(len(self), dtype=torch.bool, device=hidden.device)
-        return apply_layer(self.target, hidden, redirect, self.target_channels)
+            redirect = torch.ones(len(hidden), dtype=torch.bool, device=hidden.device)
+        channels = self.target_channels and self.target_channels * self.views
+        return apply_layer(self.target, hidden, redirect, channels)
 
     def _loss(self, images: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
         pad = self.transforms.pad if self.transforms else 0
-        values = self.step_objective(layer_output.float(), pad / self.stride)
+        per_view = [
+            self.step_objective(part, pad / self.stride)
+            for part in layer_output.float().split(len(self))
+        ]
+        values = per_view[0] if len(per_view) == 1 else torch.stack(per_view).mean(0)
         self.values = values.detach()
         r = self.recipe
         return (
@@ -139,6 +164,7 @@ class Run:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self.stopping.update(self.step, self.values)
         if self.recipe.blur_every and self.step % self.recipe.blur_every == 0:
             self.image.blur(self.recipe.blur_sigma)
 
@@ -164,10 +190,14 @@ class Run:
         images, shown, pixels = self._display()
         both = activations(self.network, torch.cat([images, pixels / 255.0]))
         plain, quantized = both.float().split(len(self))
+        robust = robust_activation(lambda x: activations(self.network, x), pixels, self.unit)
         return RenderResult(
             images=to_numpy(pixels),
             objective=self.objective(plain).tolist(),
             activation=self.unit(quantized).tolist(),
+            robust_activation=robust.tolist(),
+            saturated_fraction=saturated_fraction(pixels).tolist(),
+            stop_reason=self.stop_reason,
             steps=self.step,
             duration_seconds=time.perf_counter() - self._started,
             device=devices.describe(self.device),
@@ -191,7 +221,7 @@ def advance(runs: Sequence[Run]) -> None:
         batch = seen[0] if len(seen) == 1 else torch.cat(seen)
         batch = batch.contiguous(memory_format=devices.memory_format(device))
         hidden = activations(runs[0].head, batch, _redirect(runs))
-        parts = hidden.split([len(run) for run in runs]) if len(runs) > 1 else (hidden,)
+        parts = hidden.split([run.batch_images for run in runs]) if len(runs) > 1 else (hidden,)
         outputs = [run._target_layer(part) for run, part in zip(runs, parts, strict=True)]
     loss = sum(
         run._loss(images, output)
@@ -207,7 +237,9 @@ def _redirect(runs: Sequence[Run]) -> torch.Tensor | None:
     flags = [run.redirecting for run in runs]
     if not any(flags):
         return None
-    per_image = [flag for run, flag in zip(runs, flags, strict=True) for _ in range(len(run))]
+    per_image = [
+        flag for run, flag in zip(runs, flags, strict=True) for _ in range(run.batch_images)
+    ]
     return torch.tensor(per_image, device=runs[0].device)
 
 

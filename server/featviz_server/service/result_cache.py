@@ -23,7 +23,7 @@ from .. import engine
 log = logging.getLogger(__name__)
 
 # Bump when the stored layout, or what the engine computes for a given job, changes.
-FORMAT = 1
+FORMAT = 2
 
 
 class ResultCache:
@@ -65,6 +65,9 @@ class ResultCache:
             "steps": result.steps,
             "duration_seconds": result.duration_seconds,
             "device": result.device,
+            "robust_activation": result.robust_activation,
+            "saturated_fraction": result.saturated_fraction,
+            "stop_reason": result.stop_reason,
         }
         with tempfile.NamedTemporaryFile(dir=self._directory, suffix=".part", delete=False) as f:
             np.savez(f, images=result.images, facts=np.array(json.dumps(facts)))
