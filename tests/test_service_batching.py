@@ -117,7 +117,8 @@ def test_a_repeat_is_answered_from_the_cache(batching_server: ServerProcess, stu
     repeat = list(stub.Maximize(request, timeout=120))
     assert [r.WhichOneof("update") for r in repeat] == ["final_images", "summary"]
     assert repeat[-1].summary.cached
-    assert list(repeat[-1].summary.activation) == list(first[-1].summary.activation)
+    for fact in ("activation", "robust_activation", "saturated_fraction", "stop_reason"):
+        assert getattr(repeat[-1].summary, fact) == getattr(first[-1].summary, fact)
     np.testing.assert_array_equal(final_pixels(repeat), final_pixels(first))
     assert batching_server.metric('featviz_result_cache_lookups_total{result="hit"}') == hits + 1
 

@@ -69,6 +69,10 @@ def test_stream_sends_previews_then_final_images_then_the_summary(stub) -> None:
     assert summary.duration_seconds > 0 and summary.steps_per_second > 0
     assert len(summary.activation) == len(summary.objective) == 4
     assert all(value > 0 for value in summary.activation)  # the ascent excited each channel
+    assert len(summary.robust_activation) == len(summary.saturated_fraction) == 4
+    assert all(value > 0 for value in summary.robust_activation)
+    assert all(0 <= share <= 1 for share in summary.saturated_fraction)
+    assert summary.stop_reason == pb.STOP_REASON_STEP_LIMIT
 
 
 def test_default_previews_come_about_ten_times_and_can_omit_images(stub) -> None:
