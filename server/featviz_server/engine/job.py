@@ -30,6 +30,11 @@ class Transforms:
     scale_max: float = 1.1
     rotate_degrees: float = 10.0
     final_jitter: int = 4
+    # Fill what a view shows from outside the image with its mirror image (else grey).
+    reflect: bool = False
+    # Blur each view by a Gaussian of sigma ~ U(0, blur) pixels: no score for detail that only
+    # counts at the exact pixels (0: no blur).
+    blur: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from .optimizers import learning_rate, make_optimizer
 from .parameterizations import make_image
 from .regularizers import penalty
 from .stopping import EarlyStop
-from .transforms import canvas_size, random_affines, warp
+from .transforms import blur, canvas_size, random_affines, random_blurs, warp
 
 
 def validate(job: Job) -> None:
@@ -126,16 +126,22 @@ class Run:
         return len(self) * self.views
 
     def _network_input(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The images and, after this step's random transforms, what the network sees."""
+        """The images and, after this step's random transforms, what the network sees: each
+        image `views` times, view-major."""
         images = self.image()
         transforms = self.transforms
         if transforms is None:
             return images, images
-        size = self.recipe.size
+        size, generators = self.recipe.size, self.generators
         thetas = torch.cat(
-            [random_affines(transforms, size, self.generators) for _ in range(self.views)]
+            [random_affines(transforms, size, generators) for _ in range(self.views)]
         )
-        return images, warp(images.repeat(self.views, 1, 1, 1), thetas, self.canvas)
+        seen = warp(images.repeat(self.views, 1, 1, 1), thetas, self.canvas, transforms.reflect)
+        if transforms.blur:
+            seen = blur(
+                seen, torch.cat([random_blurs(transforms, generators) for _ in range(self.views)])
+            )
+        return images, seen
 
     def _target_layer(self, hidden: torch.Tensor) -> torch.Tensor:
         """The target layer on this run's part of the batch (narrowed by `target_channels`)."""
