@@ -19,10 +19,18 @@
 (c) Batching: all 64 channels of block1_conv2 as one job vs 64 one-channel jobs (images/s).
 (d) Quality: all 64 channels of block1_conv2 (fast, 256 steps) against the median activation of
     each channel over ~120 natural 128-px crops of scikit-image's photos; none may be blank.
---lucent adds (b) against Lucent 0.1.8 itself, installed aside, e.g.
+--lucent adds, side by side in the same run:
+(b') Lucent 0.1.8's `render_vis` at its defaults (512 steps) against the default preset, for the
+    two canonical units and one channel of every other conv block: each one's time, robust
+    activation (engine/measures.py, the same 32 views for both) and plain activation, views ÷
+    plain and saturated share, and how much less time the default takes (when its robust
+    activation reaches Lucent's).
+(b'') block5_conv2 ch 410: Lucent, Lucent without its upsampling to 224 px, and the lucid preset.
+Lucent is installed aside, e.g.
     pip install --no-deps --target /tmp/lucent torch-lucent==0.1.8 kornia==0.4.1 decorator
     plus stubs for `torchvision.transforms.Normalize` and `IPython.display` (Lucent imports them;
     neither is used here), then PYTHONPATH=/tmp/lucent .venv/bin/python bench/engine.py --lucent
+--sections picks among (a)-(d), e.g. `--sections a --lucent` for the overhead and Lucent only.
 """
 
 from __future__ import annotations
@@ -350,10 +358,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--lucent", action="store_true", help="also compare with Lucent 0.1.8 (must be importable)"
     )
+    parser.add_argument(
+        "--sections", default="abcd", help="which of the sections (a)-(d) to run (default: all)"
+    )
     args = parser.parse_args(argv)
     model = load_model(load_weights(default_cache_dir()), torch.device("cpu"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
 
+    if "a" in args.sections:
+        overheads(model, args.quick)
+    lucid_steps = 128 if args.quick else 512
+    if "b" in args.sections:
+        print(
+            f"(b) time to reach the lucid preset's {lucid_steps}-step activation (target >= 4x less"
+            + (" at 512 steps; --quick only checks that this runs)" if args.quick else ")")
+        )
+        grid = [16, 24, 32, 48, 64] if args.quick else [64, 96, 128, 160, 192, 256]
+        for layer, channel in BARS:
+            time_to_quality(model, layer, channel, lucid_steps, grid, args.docs)
+    if args.lucent:
+        print(f"(b') Lucent 0.1.8 render_vis, {lucid_steps} steps, against the default preset")
+        against_lucent(model, lucid_steps, args.docs)
+        print("(b'') block5_conv2 ch 410: is the lucid preset Lucent?")
+        lucid_against_lucent(model, lucid_steps)
+    if "c" in args.sections:
+        print("(c) 64 channels batched vs one at a time")
+        batching(model, "block1_conv2", 8 if args.quick else 16)
+    if "d" in args.sections:
+        print("(d) quality of all 64 channels of block1_conv2")
+        quality(model, "block1_conv2", 64 if args.quick else 256, args.docs)
+
+
+def overheads(model: VGG16, quick: bool) -> None:
     print(
         "(a) engine step / bare forward+backward of the cut network (target <= 1.15), "
         "and / a bare pass of only each image's channel of the target layer (what the engine runs)"
@@ -361,34 +397,13 @@ def main(argv: list[str] | None = None) -> None:
     cases = [("block1_conv2", (14,), 256), ("block5_conv2", (410,), 64)]
     cases.append(("block1_conv2", tuple(range(64)), 32))
     for name, channels, steps in cases:
-        steps = steps // 4 if args.quick else steps
+        steps = steps // 4 if quick else steps
         full, narrowed = overhead(model, name, channels, steps)
         print(
             f"  {name} x{len(channels)}, {steps} steps: {full:.3f} of the cut network, "
             f"{narrowed:.3f} of the narrowed one",
             flush=True,
         )
-
-    lucid_steps = 128 if args.quick else 512
-    print(
-        f"(b) time to reach the lucid preset's {lucid_steps}-step activation (target >= 4x less"
-        + (" at 512 steps; --quick only checks that this runs)" if args.quick else ")")
-    )
-    grid = [16, 24, 32, 48, 64] if args.quick else [64, 96, 128, 160, 192, 256]
-    for layer, channel in BARS:
-        time_to_quality(model, layer, channel, lucid_steps, grid, args.docs)
-
-    if args.lucent:
-        print(f"(b') Lucent 0.1.8 render_vis, {lucid_steps} steps, against the default preset")
-        against_lucent(model, lucid_steps, args.docs)
-        print("(b'') block5_conv2 ch 410: is the lucid preset Lucent?")
-        lucid_against_lucent(model, lucid_steps)
-
-    print("(c) 64 channels batched vs one at a time")
-    batching(model, "block1_conv2", 8 if args.quick else 16)
-
-    print("(d) quality of all 64 channels of block1_conv2")
-    quality(model, "block1_conv2", 64 if args.quick else 256, args.docs)
 
 
 if __name__ == "__main__":

@@ -65,9 +65,6 @@ class Recipe:
     # Fraction of the steps that use `transforms`; the rest optimize the plain image directly,
     # which sharpens exactly what a user sees and measures.
     transforms_until: float = 1.0
-    # Transformed views of each image per step (their objectives averaged): a less noisy
-    # gradient of the transformation-robust objective.
-    views: int = 1
     # Early stop: the run ends once no image's smoothed objective (an average over about
     # `stop_window` steps) has gained more than `stop_tolerance` (relative) for `stop_window`
     # steps; 0 never stops before `steps`.

@@ -105,11 +105,6 @@ class Run:
         return self.step < self.recipe.redirect_relu_steps
 
     @property
-    def views(self) -> int:
-        """Transformed views of each image in this step's batch."""
-        return self.recipe.views if self.transforms is not None else 1
-
-    @property
     def done(self) -> bool:
         return self.stopping.converged or self.step >= self.recipe.steps
 
@@ -120,44 +115,28 @@ class Run:
     def __len__(self) -> int:
         return len(self.generators)
 
-    @property
-    def batch_images(self) -> int:
-        """Network inputs this run adds to this step's batch."""
-        return len(self) * self.views
-
     def _network_input(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The images and, after this step's random transforms, what the network sees: each
-        image `views` times, view-major."""
+        """The images and, after this step's random transforms, what the network sees."""
         images = self.image()
         transforms = self.transforms
         if transforms is None:
             return images, images
-        size, generators = self.recipe.size, self.generators
-        thetas = torch.cat(
-            [random_affines(transforms, size, generators) for _ in range(self.views)]
-        )
-        seen = warp(images.repeat(self.views, 1, 1, 1), thetas, self.canvas, transforms.reflect)
+        thetas = random_affines(transforms, self.recipe.size, self.generators)
+        seen = warp(images, thetas, self.canvas, transforms.reflect)
         if transforms.blur:
-            seen = blur(
-                seen, torch.cat([random_blurs(transforms, generators) for _ in range(self.views)])
-            )
+            seen = blur(seen, random_blurs(transforms, self.generators))
         return images, seen
 
     def _target_layer(self, hidden: torch.Tensor) -> torch.Tensor:
         """The target layer on this run's part of the batch (narrowed by `target_channels`)."""
         redirect = None
         if self.redirecting:
-            redirect = torch.ones(len(hidden), dtype=torch.bool, device=hidden.device)
-        channels = self.target_channels and self.target_channels * self.views
-        return apply_layer(self.target, hidden, redirect, channels)
+            redirect = torch.ones(len(self), dtype=torch.bool, device=hidden.device)
+        return apply_layer(self.target, hidden, redirect, self.target_channels)
 
     def _loss(self, images: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
         pad = self.transforms.pad if self.transforms else 0
-        per_view = [
-            self.step_objective(part, pad / self.stride)
-            for part in layer_output.float().split(len(self))
-        ]
-        values = per_view[0] if len(per_view) == 1 else torch.stack(per_view).mean(0)
+        values = self.step_objective(layer_output.float(), pad / self.stride)
         self.values = values.detach()
         r = self.recipe
         return (
@@ -227,7 +206,7 @@ def advance(runs: Sequence[Run]) -> None:
         batch = seen[0] if len(seen) == 1 else torch.cat(seen)
         batch = batch.contiguous(memory_format=devices.memory_format(device))
         hidden = activations(runs[0].head, batch, _redirect(runs))
-        parts = hidden.split([run.batch_images for run in runs]) if len(runs) > 1 else (hidden,)
+        parts = hidden.split([len(run) for run in runs]) if len(runs) > 1 else (hidden,)
         outputs = [run._target_layer(part) for run, part in zip(runs, parts, strict=True)]
     loss = sum(
         run._loss(images, output)
@@ -243,9 +222,7 @@ def _redirect(runs: Sequence[Run]) -> torch.Tensor | None:
     flags = [run.redirecting for run in runs]
     if not any(flags):
         return None
-    per_image = [
-        flag for run, flag in zip(runs, flags, strict=True) for _ in range(run.batch_images)
-    ]
+    per_image = [flag for run, flag in zip(runs, flags, strict=True) for _ in range(len(run))]
     return torch.tensor(per_image, device=runs[0].device)
 
 
