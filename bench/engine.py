@@ -264,15 +264,16 @@ def default_image(model: VGG16, layer: str, channel: int, preset: str = DEFAULT_
     ), result.images[0]
 
 
-def against_lucent(model: VGG16, steps: int, docs: bool) -> None:
+def against_lucent(model: VGG16, steps: int, docs: bool) -> dict[tuple[str, int], Scored]:
     print(
         "| unit | Lucent: time, robust (plain) | default: time, robust (plain), steps "
         "| time ratio at >= Lucent's robust | views / plain: Lucent, default "
         "| saturated: Lucent, default |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
+    lucent = {}
     for layer, channel in LUCENT_UNITS:
-        theirs = lucent_image(model, layer, channel, steps)
+        theirs = lucent[(layer, channel)] = lucent_image(model, layer, channel, steps)
         ours, image = default_image(model, layer, channel)
         reached = (
             f"{theirs.seconds / ours.seconds:.1f}x less"
@@ -288,14 +289,15 @@ def against_lucent(model: VGG16, steps: int, docs: bool) -> None:
         )
         if docs and (layer, channel) in BARS:
             save_png(image, DOCS / f"{layer}_{channel}.png")
+    return lucent
 
 
-def lucid_against_lucent(model: VGG16, steps: int) -> None:
+def lucid_against_lucent(model: VGG16, steps: int, lucent: Scored) -> None:
     """Where the lucid preset and Lucent part: Lucent's upsampling to 224 px, without which it
     sees the 128 px image (plus its 12 px pad) at its own scale, as the lucid preset does."""
     layer, channel = "block5_conv2", 410
     rows = {
-        "Lucent 0.1.8 defaults (network sees 224 px)": lucent_image(model, layer, channel, steps),
+        "Lucent 0.1.8 defaults (network sees 224 px)": lucent,
         "Lucent, fixed_image_size=152 (no upsampling)": lucent_image(
             model, layer, channel, steps, fixed_image_size=152
         ),
@@ -378,9 +380,9 @@ def main(argv: list[str] | None = None) -> None:
             time_to_quality(model, layer, channel, lucid_steps, grid, args.docs)
     if args.lucent:
         print(f"(b') Lucent 0.1.8 render_vis, {lucid_steps} steps, against the default preset")
-        against_lucent(model, lucid_steps, args.docs)
+        lucent = against_lucent(model, lucid_steps, args.docs)
         print("(b'') block5_conv2 ch 410: is the lucid preset Lucent?")
-        lucid_against_lucent(model, lucid_steps)
+        lucid_against_lucent(model, lucid_steps, lucent[("block5_conv2", 410)])
     if "c" in args.sections:
         print("(c) 64 channels batched vs one at a time")
         batching(model, "block1_conv2", 8 if args.quick else 16)
