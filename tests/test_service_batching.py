@@ -80,7 +80,7 @@ def test_concurrent_runs_share_steps_and_give_the_images_they_would_alone(
         plain = pb_grpc.FeatureVisualizationServiceStub(channel)
         for request, stream in zip(requests, together, strict=True):
             alone = list(plain.Maximize(request, timeout=300))
-            assert stream[-1].summary.steps == alone[-1].summary.steps == steps
+            assert stream[-1].summary.steps == alone[-1].summary.steps <= steps  # may converge
             assert np.array_equal(final_pixels(stream), final_pixels(alone))  # bitwise
             assert stream[-1].summary.activation == alone[-1].summary.activation
 
@@ -102,7 +102,7 @@ def test_a_big_run_over_the_batch_budget_does_not_starve_a_small_one(
     small = list(
         stub.Maximize(pb.MaximizeRequest(layer="block1_conv1", channels=[0], size=48, steps=30))
     )
-    assert small[-1].summary.steps == 30
+    assert small[-1].HasField("summary") and small[-1].summary.steps <= 30
     assert batching_server.metric("featviz_active_runs") == 1  # the big one is still going
     big.cancel()
     batching_server.wait_metric("featviz_active_runs", 0)
@@ -137,7 +137,7 @@ def test_identical_requests_in_flight_share_one_computation(
         batching_server.wait_metric("featviz_shared_runs_total", shared + 2)
         leaver.cancel()  # one consumer leaving does not cancel the others' run
         first, second = (call.result() for call in calls)
-    assert first[-1].summary.steps == second[-1].summary.steps == 100
+    assert first[-1].summary.steps == second[-1].summary.steps <= 100
     np.testing.assert_array_equal(final_pixels(first), final_pixels(second))
     assert batching_server.metric("featviz_runs_started_total") == started + 1
     assert batching_server.metric("featviz_shared_runs_total") == shared + 2
@@ -145,7 +145,7 @@ def test_identical_requests_in_flight_share_one_computation(
 
 def result(seed: int, side: int = 64) -> engine.RenderResult:
     pixels = np.random.default_rng(seed).integers(0, 256, (1, side, side, 3), dtype=np.uint8)
-    return engine.RenderResult(pixels, [float(seed)], [2.0], 5, 0.5, "cpu")
+    return engine.RenderResult(pixels, [float(seed)], [2.0], 5, 0.5, "cpu", [1.5], [0.0])
 
 
 def job(seed: int) -> engine.Job:

@@ -106,7 +106,8 @@ def test_512_channels_at_224_px_fit_the_message_limit() -> None:
     rng = np.random.default_rng(0)
     job = engine.Job("block5_conv2", tuple(range(512)), engine.recipe("fast", size=224, steps=1))
     images = rng.integers(0, 256, (512, 224, 224, 3), dtype=np.uint8)
-    result = engine.RenderResult(images, [1.0] * 512, [1.0] * 512, 1, 1.0, "cpu")
+    ones = [1.0] * 512
+    result = engine.RenderResult(images, ones, ones, 1, 1.0, "cpu", ones, [0.0] * 512)
     final = messages.final(result, job, 0.0)
     progress = messages.progress(engine.Progress(1, 1, [1.0] * 512, images), job, 0, True)
     for stream in (final, progress):
