@@ -96,7 +96,10 @@ def test_stream_ends_with_the_result_and_leaving_it_cancels_the_run(
     assert updates[-1].result.images[0].png.startswith(b"\x89PNG")
 
     cancelled_before = _finished(server, "cancelled")
-    for update in client.stream_maximize("block1_conv2", 3, size=64, steps=400, preview_every=1):
+    long_run = client.stream_maximize(
+        "block1_conv2", 3, size=64, steps=400, preview_every=1, preset="lucid"
+    )  # lucid: no early stop, so it is surely still going
+    for update in long_run:
         if isinstance(update, featviz.Progress):
             break  # leaving the loop cancels the run on the server
     _wait_for(lambda: _finished(server, "cancelled") == cancelled_before + 1)
@@ -153,7 +156,7 @@ def test_a_timeout_ends_the_call_with_deadline_exceeded(server: ServerProcess) -
         featviz.Client(server.target, timeout=0.5) as client,
         pytest.raises(featviz.DeadlineExceeded),
     ):
-        client.maximize("block1_conv2", 0, size=128, steps=400)
+        client.maximize("block1_conv2", 0, size=128, steps=400, preset="lucid")
 
 
 def test_an_unreachable_server_is_retried_then_reported() -> None:

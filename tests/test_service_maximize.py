@@ -23,8 +23,9 @@ from featviz_server.service import messages
 
 FOUR_MIB = 4 * 1024 * 1024
 # A job that would run for tens of seconds here (400 steps), to be cut short.
+# The lucid preset never stops before its step count: a run that is surely still going.
 LONG = {"layer": "block2_conv1", "channels": [5], "size": 64, "steps": 400, "preview_every": 1,
-        "no_preview_images": True}  # fmt: skip
+        "no_preview_images": True, "preset": pb.PRESET_LUCID}  # fmt: skip
 
 
 @pytest.fixture
