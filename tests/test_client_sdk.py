@@ -96,10 +96,7 @@ def test_stream_ends_with_the_result_and_leaving_it_cancels_the_run(
     assert updates[-1].result.images[0].png.startswith(b"\x89PNG")
 
     cancelled_before = _finished(server, "cancelled")
-    long_run = client.stream_maximize(
-        "block1_conv2", 3, size=64, steps=400, preview_every=1, preset="lucid"
-    )  # lucid: no early stop, so it is surely still going
-    for update in long_run:
+    for update in client.stream_maximize("block1_conv2", 3, size=64, steps=400, preview_every=1):
         if isinstance(update, featviz.Progress):
             break  # leaving the loop cancels the run on the server
     _wait_for(lambda: _finished(server, "cancelled") == cancelled_before + 1)
