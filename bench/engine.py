@@ -19,10 +19,18 @@
 (c) Batching: all 64 channels of block1_conv2 as one job vs 64 one-channel jobs (images/s).
 (d) Quality: all 64 channels of block1_conv2 (fast, 256 steps) against the median activation of
     each channel over ~120 natural 128-px crops of scikit-image's photos; none may be blank.
---lucent adds (b) against Lucent 0.1.8 itself, installed aside, e.g.
+--lucent adds, side by side in the same run:
+(b') Lucent 0.1.8's `render_vis` at its defaults (512 steps) against the default preset, for the
+    two canonical units and one channel of every other conv block: each one's time, robust
+    activation (engine/measures.py, the same 32 views for both) and plain activation, views ÷
+    plain and saturated share, and how much less time the default takes (when its robust
+    activation reaches Lucent's).
+(b'') block5_conv2 ch 410: Lucent, Lucent without its upsampling to 224 px, and the lucid preset.
+Lucent is installed aside, e.g.
     pip install --no-deps --target /tmp/lucent torch-lucent==0.1.8 kornia==0.4.1 decorator
     plus stubs for `torchvision.transforms.Normalize` and `IPython.display` (Lucent imports them;
     neither is used here), then PYTHONPATH=/tmp/lucent .venv/bin/python bench/engine.py --lucent
+--sections picks among (a)-(d), e.g. `--sections a --lucent` for the overhead and Lucent only.
 """
 
 from __future__ import annotations
@@ -39,9 +47,10 @@ import torch
 from skimage import data
 
 from featviz.sheet import contact_sheet
-from featviz_server.engine import Job, Run, advance, recipe, render
+from featviz_server.engine import DEFAULT_PRESET, Job, Run, advance, recipe, render
 from featviz_server.engine import device as devices
 from featviz_server.engine.forward import activations, apply_layer
+from featviz_server.engine.measures import robust_activation, saturated_fraction
 from featviz_server.engine.objectives import Channel
 from featviz_server.model import VGG16, load_model
 from featviz_server.weights import default_cache_dir, load_weights
@@ -182,9 +191,48 @@ def reach(
     print("    fast did not reach the target on this grid")
 
 
-def lucent(model: VGG16, layer: str, channel: int, steps: int, grid: list[int]) -> None:
-    """Lucent's `render_vis` with its defaults (128 px Fourier image, upsampled to 224 for the
-    network) as the reference; `preprocess=False` because our model normalizes its input."""
+# --- (b') against Lucent, side by side -----------------------------------------------------------
+
+# The canonical units, then one channel of every other conv block that no test names.
+LUCENT_UNITS = (
+    ("block1_conv2", 14),
+    ("block5_conv2", 410),
+    ("block2_conv2", 61),
+    ("block3_conv3", 123),
+    ("block4_conv3", 301),
+)
+
+
+@dataclass
+class Scored:
+    """One image as users see it: its plain and robust activation and saturated share."""
+
+    seconds: float
+    plain: float
+    robust: float
+    saturated: float
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.robust / self.plain if self.plain > 0 else float("nan")
+
+
+def score(model: VGG16, layer: str, channel: int, pixels: np.ndarray, seconds: float) -> Scored:
+    """The engine's measures of an (H, W, 3) uint8 image, for an image that Lucent made."""
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+    network = model.cut(layer)
+    term = Channel((channel,))
+    with torch.no_grad():
+        plain = term(activations(network, x.float() / 255.0)).item()
+    robust = robust_activation(lambda batch: activations(network, batch), x, term).item()
+    return Scored(seconds, plain, robust, saturated_fraction(x).item())
+
+
+def lucent_image(model: VGG16, layer: str, channel: int, steps: int, **options) -> Scored:
+    """Lucent's `render_vis` with its defaults (a 128 px Fourier image, upsampled to 224 px for
+    the network unless `fixed_image_size` says otherwise); `preprocess=False` because our model
+    normalizes its input."""
     from lucent.optvis import render as lucent_render
 
     torch.manual_seed(0)
@@ -197,17 +245,71 @@ def lucent(model: VGG16, layer: str, channel: int, steps: int, grid: list[int]) 
             preprocess=False,
             progress=False,
             show_image=False,
+            **options,
         )
     )
     pixels = np.round(images[-1][0] * 255).astype(np.uint8)  # type: ignore[index]
-    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0
-    with torch.no_grad():
-        activation = model.cut(layer)(x)[0, channel].mean().item()
+    return score(model, layer, channel, pixels, seconds)
+
+
+def default_image(model: VGG16, layer: str, channel: int, preset: str = DEFAULT_PRESET, **kw):
+    """A preset's image, timed as a user waits for it (the measures included)."""
+    seconds, result = timed(lambda: render(model, Job(layer, (channel,), recipe(preset, **kw))))
+    note = f"{result.steps} steps, {result.stop_reason.replace('_', ' ')}"
+    return Scored(
+        seconds,
+        result.activation[0],
+        result.robust_activation[0],
+        result.saturated_fraction[0],
+        note,
+    ), result.images[0]
+
+
+def against_lucent(model: VGG16, steps: int, docs: bool) -> dict[tuple[str, int], Scored]:
     print(
-        f"  {layer} ch {channel}: Lucent {steps} steps -> {activation:.1f} in {seconds:.1f} s",
-        flush=True,
+        "| unit | Lucent: time, robust (plain) | default: time, robust (plain), steps "
+        "| time ratio at >= Lucent's robust | views / plain: Lucent, default "
+        "| saturated: Lucent, default |"
     )
-    reach(model, layer, channel, activation, seconds, steps * 224**2, grid)
+    print("| --- | --- | --- | --- | --- | --- |")
+    lucent = {}
+    for layer, channel in LUCENT_UNITS:
+        theirs = lucent[(layer, channel)] = lucent_image(model, layer, channel, steps)
+        ours, image = default_image(model, layer, channel)
+        reached = (
+            f"{theirs.seconds / ours.seconds:.1f}x less"
+            if ours.robust >= theirs.robust
+            else "not reached"
+        )
+        print(
+            f"| {layer} ch {channel} | {theirs.seconds:.1f} s, {theirs.robust:.1f} "
+            f"({theirs.plain:.1f}) | {ours.seconds:.1f} s, {ours.robust:.1f} ({ours.plain:.1f}), "
+            f"{ours.note} | {reached} | {theirs.ratio:.2f}, {ours.ratio:.2f} "
+            f"| {theirs.saturated:.1%}, {ours.saturated:.1%} |",
+            flush=True,
+        )
+        if docs and (layer, channel) in BARS:
+            save_png(image, DOCS / f"{layer}_{channel}.png")
+    return lucent
+
+
+def lucid_against_lucent(model: VGG16, steps: int, lucent: Scored) -> None:
+    """Where the lucid preset and Lucent part: Lucent's upsampling to 224 px, without which it
+    sees the 128 px image (plus its 12 px pad) at its own scale, as the lucid preset does."""
+    layer, channel = "block5_conv2", 410
+    rows = {
+        "Lucent 0.1.8 defaults (network sees 224 px)": lucent,
+        "Lucent, fixed_image_size=152 (no upsampling)": lucent_image(
+            model, layer, channel, steps, fixed_image_size=152
+        ),
+        "lucid preset": default_image(model, layer, channel, "lucid", steps=steps)[0],
+    }
+    for name, row in rows.items():
+        print(
+            f"  {name:46s} plain {row.plain:7.1f}  robust {row.robust:7.1f}  "
+            f"views/plain {row.ratio:.2f}  saturated {row.saturated:.1%}  {row.seconds:.1f} s",
+            flush=True,
+        )
 
 
 def save_png(image: np.ndarray, path: Path) -> None:
@@ -259,11 +361,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--lucent", action="store_true", help="also compare with Lucent 0.1.8 (must be importable)"
     )
+    parser.add_argument(
+        "--sections", default="abcd", help="which of the sections (a)-(d) to run (default: all)"
+    )
     args = parser.parse_args(argv)
     model = load_model(load_weights(default_cache_dir()), torch.device("cpu"))
     devices.set_up(model)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
 
+    if "a" in args.sections:
+        overheads(model, args.quick)
+    lucid_steps = 128 if args.quick else 512
+    if "b" in args.sections:
+        print(
+            f"(b) time to reach the lucid preset's {lucid_steps}-step activation (target >= 4x less"
+            + (" at 512 steps; --quick only checks that this runs)" if args.quick else ")")
+        )
+        grid = [16, 24, 32, 48, 64] if args.quick else [64, 96, 128, 160, 192, 256]
+        for layer, channel in BARS:
+            time_to_quality(model, layer, channel, lucid_steps, grid, args.docs)
+    if args.lucent:
+        print(f"(b') Lucent 0.1.8 render_vis, {lucid_steps} steps, against the default preset")
+        lucent = against_lucent(model, lucid_steps, args.docs)
+        print("(b'') block5_conv2 ch 410: is the lucid preset Lucent?")
+        lucid_against_lucent(model, lucid_steps, lucent[("block5_conv2", 410)])
+    if "c" in args.sections:
+        print("(c) 64 channels batched vs one at a time")
+        batching(model, "block1_conv2", 8 if args.quick else 16)
+    if "d" in args.sections:
+        print("(d) quality of all 64 channels of block1_conv2")
+        quality(model, "block1_conv2", 64 if args.quick else 256, args.docs)
+
+
+def overheads(model: VGG16, quick: bool) -> None:
     print(
         "(a) engine step / bare forward+backward of the cut network (target <= 1.15), "
         "and / a bare pass of only each image's channel of the target layer (what the engine runs)"
@@ -271,33 +401,13 @@ def main(argv: list[str] | None = None) -> None:
     cases = [("block1_conv2", (14,), 256), ("block5_conv2", (410,), 64)]
     cases.append(("block1_conv2", tuple(range(64)), 32))
     for name, channels, steps in cases:
-        steps = steps // 4 if args.quick else steps
+        steps = steps // 4 if quick else steps
         full, narrowed = overhead(model, name, channels, steps)
         print(
             f"  {name} x{len(channels)}, {steps} steps: {full:.3f} of the cut network, "
             f"{narrowed:.3f} of the narrowed one",
             flush=True,
         )
-
-    lucid_steps = 128 if args.quick else 512
-    print(
-        f"(b) time to reach the lucid preset's {lucid_steps}-step activation (target >= 4x less"
-        + (" at 512 steps; --quick only checks that this runs)" if args.quick else ")")
-    )
-    grid = [16, 24, 32, 48, 64] if args.quick else [64, 96, 128, 160, 192, 256]
-    for layer, channel in BARS:
-        time_to_quality(model, layer, channel, lucid_steps, grid, args.docs)
-
-    if args.lucent:
-        print(f"(b') time to reach Lucent's {lucid_steps}-step activation (target >= 4x less)")
-        for layer, channel in BARS:
-            lucent(model, layer, channel, lucid_steps, grid)
-
-    print("(c) 64 channels batched vs one at a time")
-    batching(model, "block1_conv2", 8 if args.quick else 16)
-
-    print("(d) quality of all 64 channels of block1_conv2")
-    quality(model, "block1_conv2", 64 if args.quick else 256, args.docs)
 
 
 if __name__ == "__main__":

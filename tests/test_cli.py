@@ -79,7 +79,8 @@ def test_canonical_examples_write_a_png_and_report_a_positive_activation(
     assert done.returncode == 0, done.stderr
     (row,) = _rows(done.stdout)
     assert (row["channel"], row["file"]) == (str(channel), str(out))
-    assert float(row["activation"]) > 0
+    assert float(row["activation"]) > 0 and float(row["robust"]) > 0
+    assert 0 <= float(row["saturated"].rstrip("%")) <= 100
     with Image.open(out) as image:
         assert (image.format, image.mode, image.size) == ("PNG", "RGB", (64, 64))
     assert f"| {steps}/{steps} steps" in done.stderr  # the progress bar reached the end

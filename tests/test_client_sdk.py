@@ -163,7 +163,7 @@ def test_a_timeout_ends_the_call_with_deadline_exceeded(server: ServerProcess) -
         featviz.Client(server.target, timeout=0.5) as client,
         pytest.raises(featviz.DeadlineExceeded),
     ):
-        client.maximize("block1_conv2", 0, size=128, steps=400)
+        client.maximize("block1_conv2", 0, size=128, steps=400, preset="lucid")
 
 
 def test_an_unreachable_server_is_retried_then_reported() -> None:

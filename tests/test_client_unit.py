@@ -367,7 +367,14 @@ def _image(index: int, channel: int) -> pb.Image:
 def _summary() -> pb.MaximizeResponse:
     return pb.MaximizeResponse(
         summary=pb.RunSummary(
-            activation=[5.0, 6.0], objective=[4.0, 5.0], steps=10, device="cpu", cached=True
+            activation=[5.0, 6.0],
+            objective=[4.0, 5.0],
+            steps=10,
+            device="cpu",
+            cached=True,
+            robust_activation=[4.5, 3.0],
+            saturated_fraction=[0.25, 0.0],
+            stop_reason=pb.STOP_REASON_CONVERGED,
         )
     )
 
@@ -396,7 +403,9 @@ def test_split_previews_and_final_images_are_joined() -> None:
     result = finished.result
     assert result.channels == (3, 4)
     assert result.activations == (5.0, 6.0)
-    assert result.statistics.cached
+    assert result.robust_activations == (4.5, 3.0) and result.robustness == (0.9, 0.5)
+    assert result.saturated_fractions == (0.25, 0.0)
+    assert result.statistics.cached and result.statistics.stop_reason == "converged"
     assert result.to_numpy().shape == (2, 6, 8, 3)
     assert result.to_pil()[0].getpixel((0, 0)) == (200, 10, 10)
 

@@ -31,6 +31,7 @@ from featviz_server.engine.parameterizations import (
     PixelImage,
 )
 from featviz_server.engine.regularizers import gaussian_blur, l1, l2, total_variation
+from featviz_server.engine.stopping import EarlyStop
 from featviz_server.engine.transforms import canvas_size, random_affines, warp
 from featviz_server.model import VGG16
 
@@ -389,3 +390,28 @@ def test_cpu_device_settings(model: VGG16) -> None:
     assert math.isfinite(
         render(model, Job("block1_conv1", (0,), recipe("fast", size=32, steps=1))).activation[0]
     )
+
+
+# --- the early-stop rule -------------------------------------------------------------------------
+
+
+def test_early_stop_waits_for_every_image_to_stop_improving() -> None:
+    rule = EarlyStop(recipe("fast", stop_window=4, stop_tolerance=0.01), images=2)
+    rising = [10.0 * step for step in range(1, 21)]  # image 0 improves for 20 steps
+    flat = [5.0] * 40  # image 1 never does
+    steps = 0
+    for step, (a, b) in enumerate(zip(rising + [200.0] * 20, flat, strict=True), start=1):
+        rule.update(step, torch.tensor([a, b]))
+        steps = step
+        if rule.converged:
+            break
+    # image 1 alone would stop after 1 + 4 steps; image 0's average keeps rising for a few
+    # steps after step 20 (it lags), then must stay within 1 % for 4 steps
+    assert 24 <= steps <= 40
+
+
+def test_early_stop_is_off_with_a_window_of_zero() -> None:
+    rule = EarlyStop(recipe("fast", stop_window=0), images=1)
+    for step in range(1, 100):
+        rule.update(step, torch.tensor([1.0]))
+    assert not rule.converged

@@ -68,6 +68,24 @@ def test_a_job_is_bitwise_the_same_alone_or_batched_with_other_runs(model: VGG16
     assert np.array_equal(runs["late"].result().images, render(model, late).images)
 
 
+def test_a_run_that_stops_early_leaves_the_batch_with_the_images_it_has_alone(
+    model: VGG16,
+) -> None:
+    early = small_job(channels=(3,), recipe=recipe("fast", size=40, steps=80, stop_window=4))
+    alone = render(model, early)
+    assert alone.stop_reason == "converged" and alone.steps < 80
+
+    to_the_cap = small_job(recipe=recipe("fast", size=40, steps=80, stop_window=0))
+    runs = [Run(early, model), Run(to_the_cap, model)]
+    while not runs[0].done:
+        advance([run for run in runs if not run.done])
+    together = runs[0].result()
+    assert (together.steps, together.stop_reason) == (alone.steps, "converged")
+    assert np.array_equal(together.images, alone.images)
+    assert together.robust_activation == alone.robust_activation
+    assert not runs[1].done
+
+
 def test_progress_every_k_steps_carries_images_and_objectives(model: VGG16) -> None:
     updates: list[Progress] = []
     result = render(model, small_job(), on_progress=updates.append, progress_every=2)
@@ -135,7 +153,8 @@ def test_transforms_can_end_early_which_changes_the_canvas(model: VGG16) -> None
 
 
 def test_learning_rate_decays_to_zero_with_the_cosine_schedule(model: VGG16) -> None:
-    run = Run(small_job(recipe=recipe("fast", size=40, steps=4)), model)
+    cosine = recipe("fast", size=40, steps=4, learning_rate=0.4, learning_rate_decay="cosine")
+    run = Run(small_job(recipe=cosine), model)
     rates = []
     while not run.done:
         advance([run])
@@ -201,6 +220,9 @@ def test_presets_and_overrides() -> None:
     assert (lucid.steps, lucid.learning_rate, lucid.parameterization) == (512, 0.05, "fourier")
     assert lucid.transforms == Transforms(12, 8, 0.9, 1.1, 10.0, 4)
     assert recipe("fast", steps=9, l1=0.5).steps == 9
+    fast = recipe("fast")  # robust views to the end, and a cap on steps that it rarely needs
+    assert fast.transforms_until == 1.0 and fast.transforms and fast.transforms.blur > 0
+    assert fast.stop_window > 0 and lucid.stop_window == 0 and recipe("classic").stop_window == 0
 
 
 @pytest.mark.parametrize(
@@ -212,6 +234,9 @@ def test_presets_and_overrides() -> None:
         ("fast", {"l2": -1.0}, "l2"),
         ("fast", {"steps": -1}, "steps"),
         ("fast", {"transforms_until": 2.0}, "transforms_until"),
+        ("fast", {"stop_window": -1}, "stop_window"),
+        ("fast", {"stop_tolerance": float("inf")}, "stop_tolerance"),
+        ("fast", {"transforms": Transforms(blur=-1.0)}, "transforms.blur"),
         ("fast", {"value_range": "raw"}, "value_range"),
         ("fast", {"optimizer": "sgd"}, "optimizer"),
         ("fast", {"transforms": Transforms(scale_min=0)}, "transforms"),

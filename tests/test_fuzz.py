@@ -184,7 +184,9 @@ CLIENT = textwrap.dedent(
     import featviz
 
     with featviz.Client(sys.argv[1]) as client:
-        for update in client.stream_maximize("block1_conv2", 14, size=64, steps=4000):
+        # lucid: a run that cannot converge early, so it is surely still going when killed
+        run = client.stream_maximize("block1_conv2", 14, size=64, steps=4000, preset="lucid")
+        for update in run:
             if isinstance(update, featviz.Progress):
                 print("running", flush=True)
     """

@@ -80,7 +80,7 @@ def test_concurrent_runs_share_steps_and_give_the_images_they_would_alone(
         plain = pb_grpc.FeatureVisualizationServiceStub(channel)
         for request, stream in zip(requests, together, strict=True):
             alone = list(plain.Maximize(request, timeout=300))
-            assert stream[-1].summary.steps == alone[-1].summary.steps == steps
+            assert stream[-1].summary.steps == alone[-1].summary.steps <= steps  # may converge
             assert np.array_equal(final_pixels(stream), final_pixels(alone))  # bitwise
             assert stream[-1].summary.activation == alone[-1].summary.activation
 
@@ -96,13 +96,14 @@ def test_a_big_run_over_the_batch_budget_does_not_starve_a_small_one(
             steps=400,
             preview_every=1,
             no_preview_images=True,
+            preset=pb.PRESET_LUCID,  # no early stop: surely still going
         )
     )
     assert next(big).progress.step == 1
     small = list(
         stub.Maximize(pb.MaximizeRequest(layer="block1_conv1", channels=[0], size=48, steps=30))
     )
-    assert small[-1].summary.steps == 30
+    assert small[-1].HasField("summary") and small[-1].summary.steps <= 30
     assert batching_server.metric("featviz_active_runs") == 1  # the big one is still going
     big.cancel()
     batching_server.wait_metric("featviz_active_runs", 0)
@@ -121,6 +122,8 @@ def test_a_repeat_is_answered_from_the_cache(batching_server: ServerProcess, stu
     assert 0 < repeat[-1].summary.duration_seconds < first[-1].summary.duration_seconds
     assert repeat[-1].summary.steps_per_second == 0
     assert list(repeat[-1].summary.activation) == list(first[-1].summary.activation)
+    for fact in ("robust_activation", "saturated_fraction", "stop_reason"):
+        assert getattr(repeat[-1].summary, fact) == getattr(first[-1].summary, fact)
     np.testing.assert_array_equal(final_pixels(repeat), final_pixels(first))
     assert batching_server.metric('featviz_result_cache_lookups_total{result="hit"}') == hits + 1
 
@@ -139,7 +142,7 @@ def test_identical_requests_in_flight_share_one_computation(
         batching_server.wait_metric("featviz_shared_runs_total", shared + 2)
         leaver.cancel()  # one consumer leaving does not cancel the others' run
         first, second = (call.result() for call in calls)
-    assert first[-1].summary.steps == second[-1].summary.steps == 100
+    assert first[-1].summary.steps == second[-1].summary.steps <= 100
     np.testing.assert_array_equal(final_pixels(first), final_pixels(second))
     assert batching_server.metric("featviz_runs_started_total") == started + 1
     assert batching_server.metric("featviz_shared_runs_total") == shared + 2
@@ -147,7 +150,7 @@ def test_identical_requests_in_flight_share_one_computation(
 
 def result(seed: int, side: int = 64) -> engine.RenderResult:
     pixels = np.random.default_rng(seed).integers(0, 256, (1, side, side, 3), dtype=np.uint8)
-    return engine.RenderResult(pixels, [float(seed)], [2.0], 5, 0.5, "cpu")
+    return engine.RenderResult(pixels, [float(seed)], [2.0], 5, 0.5, "cpu", [1.5], [0.0])
 
 
 def job(seed: int) -> engine.Job:

@@ -26,8 +26,9 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 TOKEN = "s3cret-token"
 TINY = {"layer": "block1_conv1", "channels": [0], "size": 32, "steps": 2}
+# The lucid preset never stops before its step count: a run that is surely still going.
 LONG = {"layer": "block2_conv1", "channels": [5], "size": 64, "steps": 400, "preview_every": 1,
-        "no_preview_images": True}  # fmt: skip
+        "no_preview_images": True, "preset": pb.PRESET_LUCID}  # fmt: skip
 
 
 # --- in-process servers (the loader and the engine can be replaced) --------------------------

@@ -23,8 +23,9 @@ from featviz_server.service import messages
 
 FOUR_MIB = 4 * 1024 * 1024
 # A job that would run for tens of seconds here (400 steps), to be cut short.
+# The lucid preset never stops before its step count: a run that is surely still going.
 LONG = {"layer": "block2_conv1", "channels": [5], "size": 64, "steps": 400, "preview_every": 1,
-        "no_preview_images": True}  # fmt: skip
+        "no_preview_images": True, "preset": pb.PRESET_LUCID}  # fmt: skip
 
 
 @pytest.fixture
@@ -69,6 +70,10 @@ def test_stream_sends_previews_then_final_images_then_the_summary(stub) -> None:
     assert summary.duration_seconds > 0 and summary.steps_per_second > 0
     assert len(summary.activation) == len(summary.objective) == 4
     assert all(value > 0 for value in summary.activation)  # the ascent excited each channel
+    assert len(summary.robust_activation) == len(summary.saturated_fraction) == 4
+    assert all(value > 0 for value in summary.robust_activation)
+    assert all(0 <= share <= 1 for share in summary.saturated_fraction)
+    assert summary.stop_reason == pb.STOP_REASON_STEP_LIMIT
 
 
 def test_default_previews_come_about_ten_times_and_can_omit_images(stub) -> None:
@@ -102,7 +107,8 @@ def test_512_channels_at_224_px_fit_the_message_limit() -> None:
     rng = np.random.default_rng(0)
     job = engine.Job("block5_conv2", tuple(range(512)), engine.recipe("fast", size=224, steps=1))
     images = rng.integers(0, 256, (512, 224, 224, 3), dtype=np.uint8)
-    result = engine.RenderResult(images, [1.0] * 512, [1.0] * 512, 1, 1.0, "cpu")
+    ones = [1.0] * 512
+    result = engine.RenderResult(images, ones, ones, 1, 1.0, "cpu", ones, [0.0] * 512)
     final = messages.final(result, job, 0.0)
     progress = messages.progress(engine.Progress(1, 1, [1.0] * 512, images), job, 0, True)
     for stream in (final, progress):

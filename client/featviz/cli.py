@@ -191,17 +191,28 @@ def _save_sheet(result: Result, output: Path | None, columns: int | None) -> Pat
 
 
 def _print_result(result: Result, paths: Sequence[Path]) -> None:
-    print(f"{'channel':>7}  {'seed':>4}  {'activation':>10}  {'objective':>10}  file")
-    for image, activation, objective, path in zip(
-        result.images, result.activations, result.objectives, paths, strict=True
-    ):
+    robust = result.robust_activations or (float("nan"),) * len(result.images)
+    saturated = result.saturated_fractions or (float("nan"),) * len(result.images)
+    ratios = result.robustness or (float("nan"),) * len(result.images)
+    print(
+        f"{'channel':>7}  {'seed':>4}  {'activation':>10}  {'robust':>10}  {'views/plain':>11}  "
+        f"{'saturated':>9}  {'objective':>10}  file"
+    )
+    rows = zip(
+        result.images, result.activations, robust, ratios, saturated, result.objectives, paths,
+        strict=True,
+    )  # fmt: skip
+    for image, activation, steady, ratio, share, objective, path in rows:
         print(
-            f"{image.channel:>7}  {image.seed:>4}  {activation:>10.4g}  {objective:>10.4g}  {path}"
+            f"{image.channel:>7}  {image.seed:>4}  {activation:>10.4g}  {steady:>10.4g}  "
+            f"{ratio:>11.2f}  {share:>9.1%}  {objective:>10.4g}  {path}"
         )
     stats = result.statistics
     cached = ", from the cache" if stats.cached else ""
+    why = {"converged": " (converged)", "step_limit": " (step limit)"}.get(stats.stop_reason, "")
     print(
-        f"{len(result.images)} image(s), {stats.steps} steps in {stats.duration_seconds:.1f} s "
+        f"{len(result.images)} image(s), {stats.steps} steps{why} "
+        f"in {stats.duration_seconds:.1f} s "
         f"({stats.steps_per_second:.1f} steps/s on {stats.device}{cached})",
         file=sys.stderr,
     )

@@ -59,12 +59,26 @@ def parse_transforms(text: str) -> dict[str, float] | Literal[False]:
     transforms: dict[str, float] = {}
     for item in text.split(","):
         key, _, value = item.partition("=")
+        key = key.strip()
+        if isinstance(IDENTITY_TRANSFORMS.get(key), bool):  # reflect=yes / no
+            transforms[key] = parse_bool(value)
+            continue
         try:
             number = float(value)
         except ValueError:
             raise ValueError(f"{item.strip()!r} is not KEY=NUMBER") from None
-        transforms[key.strip()] = int(number) if re.fullmatch(r"\s*-?\d+\s*", value) else number
+        transforms[key] = int(number) if re.fullmatch(r"\s*-?\d+\s*", value) else number
     return transforms
+
+
+def parse_bool(text: str) -> bool:
+    """True for yes/true/on/1, False for no/false/off/0."""
+    word = text.strip().lower()
+    if word in ("yes", "true", "on", "1"):
+        return True
+    if word in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"{text.strip()!r} is not yes or no")
 
 
 OPTIONS: dict[str, Option] = {
@@ -138,13 +152,15 @@ OPTIONS: dict[str, Option] = {
 }
 
 # What `transforms={}` leaves unnamed: no augmentation at all.
-IDENTITY_TRANSFORMS: dict[str, int | float] = {
+IDENTITY_TRANSFORMS: dict[str, bool | int | float] = {
     "pad": 0,
     "jitter": 0,
     "scale_min": 1.0,
     "scale_max": 1.0,
     "rotate_degrees": 0.0,
     "final_jitter": 0,
+    "reflect": False,
+    "blur": 0.0,
 }
 
 

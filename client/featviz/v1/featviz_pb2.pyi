@@ -244,20 +244,24 @@ class Objective(_message.Message):
     def __init__(self, kind: _Optional[_Union[ObjectiveKind, str]] = ..., neuron_x: _Optional[int] = ..., neuron_y: _Optional[int] = ..., negate: _Optional[bool] = ..., diversity: _Optional[float] = ...) -> None: ...
 
 class Transforms(_message.Message):
-    __slots__ = ("pad", "jitter", "scale_min", "scale_max", "rotate_degrees", "final_jitter")
+    __slots__ = ("pad", "jitter", "scale_min", "scale_max", "rotate_degrees", "final_jitter", "reflect", "blur")
     PAD_FIELD_NUMBER: _ClassVar[int]
     JITTER_FIELD_NUMBER: _ClassVar[int]
     SCALE_MIN_FIELD_NUMBER: _ClassVar[int]
     SCALE_MAX_FIELD_NUMBER: _ClassVar[int]
     ROTATE_DEGREES_FIELD_NUMBER: _ClassVar[int]
     FINAL_JITTER_FIELD_NUMBER: _ClassVar[int]
+    REFLECT_FIELD_NUMBER: _ClassVar[int]
+    BLUR_FIELD_NUMBER: _ClassVar[int]
     pad: int
     jitter: int
     scale_min: float
     scale_max: float
     rotate_degrees: float
     final_jitter: int
-    def __init__(self, pad: _Optional[int] = ..., jitter: _Optional[int] = ..., scale_min: _Optional[float] = ..., scale_max: _Optional[float] = ..., rotate_degrees: _Optional[float] = ..., final_jitter: _Optional[int] = ...) -> None: ...
+    reflect: bool
+    blur: float
+    def __init__(self, pad: _Optional[int] = ..., jitter: _Optional[int] = ..., scale_min: _Optional[float] = ..., scale_max: _Optional[float] = ..., rotate_degrees: _Optional[float] = ..., final_jitter: _Optional[int] = ..., reflect: _Optional[bool] = ..., blur: _Optional[float] = ...) -> None: ...
 
 class MaximizeOptions(_message.Message):
     __slots__ = ("parameterization", "decorrelate", "optimizer", "learning_rate", "transforms", "l1", "l2", "total_variation", "blur_every", "blur_sigma", "redirect_relu_steps")

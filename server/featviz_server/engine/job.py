@@ -22,6 +22,7 @@ DisplayName = Literal["clip", "standardize"]
 DecayName = Literal["constant", "cosine"]
 ObjectiveKind = Literal["channel", "neuron"]
 TermKind = Literal["channel", "neuron", "direction", "l1", "l2", "total_variation", "diversity"]
+StopReason = Literal["step_limit", "converged"]
 PENALTIES: tuple[TermKind, ...] = ("l1", "l2", "total_variation")  # terms on the input image
 
 
@@ -99,6 +100,19 @@ class Transforms:
         request="options.transforms.final_jitter",
         default=4,
     )
+    reflect: bool = option(
+        "fill what a view shows from outside the image with its mirror image (else grey)",
+        request="options.transforms.reflect",
+        default=False,
+    )
+    blur: float = option(
+        "blur each view by a Gaussian of sigma ~ U(0, blur) pixels: no score for detail that "
+        "only counts at the exact pixels (0: no blur)",
+        0.0,
+        10.0,
+        request="options.transforms.blur",
+        default=0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -170,6 +184,19 @@ class Recipe:
         0.0,
         1.0,
         default=1.0,
+    )
+    stop_window: int = option(
+        "stop once no image's smoothed objective (an average over about this many steps) has "
+        "gained more than stop_tolerance for this many steps (0: run every step)",
+        0,
+        "max_steps",
+        default=0,
+    )
+    stop_tolerance: float = option(
+        "relative gain of the smoothed objective that counts as improving",
+        0.0,
+        1.0,
+        default=0.01,
     )
 
 
@@ -307,6 +334,11 @@ class RenderResult:
     steps: int
     duration_seconds: float
     device: str
+    # The unit's mean over the fixed views of each 8-bit image, and its share of values at 0 or
+    # 255 (engine/measures.py).
+    robust_activation: list[float]
+    saturated_fraction: list[float]
+    stop_reason: StopReason = "step_limit"
     float_images: np.ndarray | None = None  # (N, H, W, 3) float32 in [0, 1], on request
 
 

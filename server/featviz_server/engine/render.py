@@ -24,11 +24,23 @@ from . import device as devices
 from . import schema
 from .forward import apply_layer, collect
 from .images import display, to_numpy, to_uint8
-from .job import PENALTIES, Cancelled, Expression, Job, Progress, RenderResult, TermKind, Transforms
+from .job import (
+    PENALTIES,
+    Cancelled,
+    Expression,
+    Job,
+    Progress,
+    RenderResult,
+    StopReason,
+    TermKind,
+    Transforms,
+)
+from .measures import robust_activation, saturated_fraction
 from .objectives import INPUT, narrowed_channels, objective, penalties, unit
 from .optimizers import learning_rate, make_optimizer
 from .parameterizations import make_image
-from .transforms import canvas_size, random_affines, warp
+from .stopping import EarlyStop
+from .transforms import blur, canvas_size, random_affines, random_blurs, warp
 
 
 def validate(job: Job) -> None:
@@ -148,6 +160,7 @@ class Run:
         )
         self.step = 0
         self.values = torch.zeros(len(job.images))  # each image's objective at the last step
+        self.stopping = EarlyStop(self.recipe, len(job.images))
         self._started = time.perf_counter()
 
     @property
@@ -174,7 +187,11 @@ class Run:
 
     @property
     def done(self) -> bool:
-        return self.step >= self.recipe.steps
+        return self.stopping.converged or self.step >= self.recipe.steps
+
+    @property
+    def stop_reason(self) -> StopReason:
+        return "converged" if self.stopping.converged else "step_limit"
 
     def __len__(self) -> int:
         return len(self.generators)
@@ -186,7 +203,10 @@ class Run:
         if transforms is None:
             return images, images
         thetas = random_affines(transforms, self.recipe.size, self.generators)
-        return images, warp(images, thetas, self.canvas)
+        seen = warp(images, thetas, self.canvas, transforms.reflect)
+        if transforms.blur:
+            seen = blur(seen, random_blurs(transforms, self.generators))
+        return images, seen
 
     def _target_layer(self, hidden: torch.Tensor) -> torch.Tensor:
         """The target layer on this run's part of the batch (narrowed by `target_channels`)."""
@@ -215,6 +235,7 @@ class Run:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self.stopping.update(self.step, self.values)
         if self.recipe.blur_every and self.step % self.recipe.blur_every == 0:
             self.image.blur(self.recipe.blur_sigma)
 
@@ -251,6 +272,9 @@ class Run:
             images=to_numpy(pixels),
             objective=self.objective(layers).tolist(),
             activation=self.unit(layers).tolist(),
+            robust_activation=robust_activation(self.read, pixels, self.unit).tolist(),
+            saturated_fraction=saturated_fraction(pixels).tolist(),
+            stop_reason=self.stop_reason,
             steps=self.step,
             duration_seconds=time.perf_counter() - self._started,
             device=devices.describe(self.device),

@@ -1,9 +1,10 @@
-"""Transformation robustness (Lucid's pad, jitter, scale, rotate, jitter) as ONE affine warp.
+"""Transformation robustness (Lucid's pad, jitter, scale, rotate, jitter) as ONE affine warp,
+optionally followed by a random blur.
 
 Every image gets its own random translation, scale and rotation (from its own generator), all
 composed into one per-image affine matrix and applied by a single batched `grid_sample`. The
-output canvas has a fixed size (the image plus `pad` on each side, filled with grey), so images of
-different jobs with the same size can share a batch.
+output canvas has a fixed size (the image plus `pad` on each side, filled with grey or the
+image's mirror image), so images of different jobs with the same size can share a batch.
 """
 
 from __future__ import annotations
@@ -48,10 +49,35 @@ def random_affines(
     return torch.cat([linear, offset], dim=2).float()
 
 
-def warp(images: torch.Tensor, thetas: torch.Tensor, canvas: int) -> torch.Tensor:
-    """Apply per-image affines; whatever falls outside the image is grey."""
+def warp(
+    images: torch.Tensor, thetas: torch.Tensor, canvas: int, reflect: bool = False
+) -> torch.Tensor:
+    """Apply per-image affines; whatever falls outside the image is grey, or mirrored."""
     grid = F.affine_grid(
         thetas.to(images.device), [images.shape[0], 3, canvas, canvas], align_corners=False
     )
+    if reflect:
+        return F.grid_sample(
+            images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
     centred = F.grid_sample(images - GREY, grid, mode="bilinear", align_corners=False)
     return centred + GREY
+
+
+def random_blurs(transforms: Transforms, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """Per-image blur sigmas (n,), U(0, transforms.blur) pixels."""
+    return torch.cat([torch.rand(1, generator=g) for g in generators]) * transforms.blur
+
+
+def blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Blur image i by a Gaussian of sigmas[i] pixels (separable, mirrored at the borders)."""
+    n, c, h, w = images.shape
+    radius = max(1, math.ceil(3 * float(sigmas.max())))
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    sigmas = sigmas.to(images.device, images.dtype).clamp_min(1e-3)
+    kernels = torch.exp(-0.5 * (offsets / sigmas[:, None]) ** 2)
+    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(c, 0)
+    x = F.pad(images.reshape(1, n * c, h, w), [radius] * 4, mode="reflect")
+    x = F.conv2d(x, kernels.view(n * c, 1, 1, -1), groups=n * c)
+    x = F.conv2d(x, kernels.view(n * c, 1, -1, 1), groups=n * c)
+    return x.view(n, c, h, w)

@@ -30,6 +30,7 @@ from .validation import MAX_INIT_IMAGE_BYTES
 
 MESSAGE_BUDGET = 3 * 1024 * 1024
 LAYER_KINDS = {"conv": pb.LAYER_KIND_CONV, "pool": pb.LAYER_KIND_POOL}
+STOP_REASONS = {"step_limit": pb.STOP_REASON_STEP_LIMIT, "converged": pb.STOP_REASON_CONVERGED}
 # Previews favour speed (they are many and transient); final images favour size.
 PREVIEW_COMPRESSION, FINAL_COMPRESSION = 1, 6
 
@@ -161,6 +162,9 @@ def final(
         device=result.device,
         queued_seconds=queued_seconds,
         cached=cached,
+        robust_activation=result.robust_activation,
+        saturated_fraction=result.saturated_fraction,
+        stop_reason=STOP_REASONS[result.stop_reason],
     )
     return [*messages, pb.MaximizeResponse(summary=summary)]
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from ..engine import RenderResult
+
 # Runs last from well under a second (cached, tiny) to many minutes (Lucid's 512 steps at 512 px).
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800)
 RATE_BUCKETS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+# Robust / plain activation of an image: ~1 holds up under small shifts, well below 1 does not.
+ROBUSTNESS_BUCKETS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.1, 1.5)
+FRACTION_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 
 class Metrics:
@@ -92,7 +97,34 @@ class Metrics:
             "after its run had finished (the result stays in the result cache).",
             registry=registry,
         )
+        self.runs_stopped = Counter(
+            "featviz_runs_stopped",
+            "Finished runs, by why they stopped: step_limit or converged (early stop).",
+            ["reason"],
+            registry=registry,
+        )
+        self.image_robustness = Histogram(
+            "featviz_image_robustness",
+            "Per computed image: its unit's mean over the fixed 32 views / its plain activation.",
+            buckets=ROBUSTNESS_BUCKETS,
+            registry=registry,
+        )
+        self.image_saturation = Histogram(
+            "featviz_image_saturated_fraction",
+            "Per computed image: share of its 8-bit values at 0 or 255.",
+            buckets=FRACTION_BUCKETS,
+            registry=registry,
+        )
         self._http = None
+
+    def observe_result(self, result: RenderResult) -> None:
+        """A computed (not cached) result's quality figures."""
+        self.runs_stopped.labels(result.stop_reason).inc()
+        for plain, robust in zip(result.activation, result.robust_activation, strict=True):
+            if plain > 0:
+                self.image_robustness.observe(robust / plain)
+        for share in result.saturated_fraction:
+            self.image_saturation.observe(share)
 
     def serve(self, host: str, port: int) -> int:
         """Expose /metrics over HTTP in a daemon thread; returns the bound port."""

@@ -26,16 +26,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
 from .. import engine
+from ..engine.job import StopReason
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 # Bump when the stored layout, or what the engine computes for a given job, changes.
-FORMAT = 2
+FORMAT = 3
 MAGIC = b"featviz-result\n"
 SUFFIX, PARTIAL = ".result", ".part"
 MAX_HEADER_BYTES = 1 << 20  # 512 images' facts take ~60 kB
@@ -62,6 +64,10 @@ def _text(value: object, job: engine.Job) -> bool:
     return isinstance(value, str)
 
 
+def _stop_reason(value: object, job: engine.Job) -> bool:
+    return value in get_args(StopReason)
+
+
 # The engine.RenderResult fields stored besides the images, each with its check against the job.
 FACTS: dict[str, Callable[[object, engine.Job], bool]] = {
     "objective": _per_image_floats,
@@ -69,6 +75,9 @@ FACTS: dict[str, Callable[[object, engine.Job], bool]] = {
     "steps": _count,
     "duration_seconds": _seconds,
     "device": _text,
+    "robust_activation": _per_image_floats,
+    "saturated_fraction": _per_image_floats,
+    "stop_reason": _stop_reason,
 }
 
 

@@ -273,6 +273,7 @@ class Scheduler:
             self._metrics.run_duration.observe(outcome.duration_seconds)
             if outcome.duration_seconds > 0:
                 self._metrics.steps_per_second.observe(outcome.steps / outcome.duration_seconds)
+            self._metrics.observe_result(outcome)
             ticket.publish(Finished(outcome, ticket.started - ticket.admitted))
             if self._cache is not None:
                 self._loop.run_in_executor(None, self._store, ticket.job, outcome)

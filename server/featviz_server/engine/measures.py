@@ -1,0 +1,129 @@
+"""How a final image holds up: its unit's mean over a fixed set of small random views of it, and
+its share of saturated values (docs/engine.md gives the definition).
+
+An image that scores high only on its exact pixels is closer to an adversarial pattern than to a
+picture of what the unit detects; the robust activation is what a shift, zoom or tilt of a few
+pixels leaves of its score. The views are drawn once, from a numpy generator of their own (the
+optimizer draws only from torch generators), so every image of every run, preset and version is
+scored on the same 32 views, and never on a view it was optimized on.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+VIEWS = 32
+JITTER = 8.0  # pixels, each direction
+SCALES = (0.9, 1.1)
+DEGREES = 10.0
+VIEW_SEED = 2017  # numpy PCG64; Olah, Mordvintsev & Schubert, "Feature Visualization", Distill
+MAX_CHUNK_IMAGES = 64  # views x images per forward pass
+Output = torch.Tensor | dict[str, torch.Tensor]  # what a forward gives a term to read
+
+
+@dataclass(frozen=True)
+class View:
+    """Shift by (dx, dy) pixels, then zoom by `scale` and rotate by `degrees` (counter-clockwise
+    on screen) about the image centre; what comes from outside the image is its mirror image."""
+
+    dx: float
+    dy: float
+    scale: float
+    degrees: float
+
+
+@functools.cache
+def views() -> tuple[View, ...]:
+    """The fixed 32 views: dx, dy ~ U(-8, 8) px, scale ~ U(0.9, 1.1), rotation ~ U(-10, 10)°."""
+    rng = np.random.default_rng(VIEW_SEED)
+    draws = rng.uniform(-1.0, 1.0, size=(VIEWS, 4))
+    mid, half = (SCALES[0] + SCALES[1]) / 2, (SCALES[1] - SCALES[0]) / 2
+    return tuple(
+        View(float(JITTER * a), float(JITTER * b), float(mid + half * c), float(DEGREES * d))
+        for a, b, c, d in draws
+    )
+
+
+def view_affines(size: int, chosen: tuple[View, ...]) -> torch.Tensor:
+    """`affine_grid` matrices (V, 2, 3) for square images of `size` pixels.
+
+    An output pixel at p (pixels from the image centre, y down) shows the image at
+    q = R(-angle) p / scale - (dx, dy), with R(a) = [[cos a, sin a], [-sin a, cos a]] (a positive
+    angle turns the picture counter-clockwise on screen). In normalized coordinates (x / (size/2))
+    that is theta = [R(-angle) / scale | -(dx, dy) * 2 / size].
+    """
+    rows = []
+    for view in chosen:
+        a = math.radians(view.degrees)
+        cos, sin = math.cos(a), math.sin(a)
+        rows.append(
+            [
+                [cos / view.scale, -sin / view.scale, -2 * view.dx / size],
+                [sin / view.scale, cos / view.scale, -2 * view.dy / size],
+            ]
+        )
+    return torch.tensor(rows, dtype=torch.float64).float()
+
+
+def warp_views(images: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
+    """(V, n, 3, h, w): every view of every image, bilinear, reflected at the borders."""
+    n, _, h, w = images.shape
+    v = len(thetas)
+    grid = F.affine_grid(
+        thetas.to(images.device).repeat_interleave(n, 0), [v * n, 3, h, w], align_corners=False
+    )
+    tiled = images.repeat(v, 1, 1, 1)
+    warped = F.grid_sample(
+        tiled, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+    return warped.view(v, n, 3, h, w)
+
+
+@torch.no_grad()
+def robust_activation(
+    forward: Callable[[torch.Tensor], Output],
+    pixels: torch.Tensor,
+    term: Callable[[Output], torch.Tensor],
+) -> torch.Tensor:
+    """Each image's mean of `term` over the fixed views, (n,).
+
+    `pixels`: the final 8-bit images, (n, 3, h, w) uint8 (or already / 255). `forward` maps a
+    batch of network inputs to what `term` reads; `term` maps the output for n images (one per
+    image, in order) to n values. The output is a tensor, or a dict of tensors (the layers an
+    objective expression reads). Views go through the network several at a time, in chunks of
+    at most MAX_CHUNK_IMAGES images.
+    """
+    images = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels
+    n = len(images)
+    thetas = view_affines(images.shape[-1], views())
+    per_chunk = max(1, MAX_CHUNK_IMAGES // n)
+    total = torch.zeros(n, dtype=torch.float64)
+    for chunk in thetas.split(per_chunk):
+        seen = warp_views(images, chunk).flatten(0, 1)
+        for part in _per_view(forward(seen), n):
+            total += term(part).double().cpu()
+    return (total / VIEWS).float()
+
+
+def _per_view(output: Output, n: int) -> list[Output]:
+    """A forward's output for several views of n images, split into one output per view."""
+    if isinstance(output, torch.Tensor):
+        return list(output.split(n))
+    names = list(output)
+    return [
+        dict(zip(names, parts, strict=True))
+        for parts in zip(*(output[k].split(n) for k in names), strict=True)
+    ]
+
+
+def saturated_fraction(pixels: torch.Tensor) -> torch.Tensor:
+    """Each 8-bit image's share of channel values at 0 or 255, (n,)."""
+    flat = pixels.flatten(1)
+    return ((flat == 0) | (flat == 255)).float().mean(1)
