@@ -82,9 +82,10 @@ def test_robust_activation_is_the_mean_over_the_written_out_views(
         expected += [out[i, c].mean().item() for i, c in enumerate(channels)]
     expected /= 32
     pixels = torch.from_numpy(photos).permute(0, 3, 1, 2)
-    got = robust_activation(lambda x: activations(network, x), pixels, Channel(channels))
+    term = Channel(layer, channels)
+    got = robust_activation(lambda x: {layer: activations(network, x)}, pixels, term)
     np.testing.assert_allclose(got.numpy(), expected, rtol=2e-4)
-    plain = Channel(channels)(activations(network, pixels.float() / 255))
+    plain = term({layer: activations(network, pixels.float() / 255)})
     assert ((got < plain) & (got > 0.5 * plain)).all()  # photos lose a little, not everything
 
 
@@ -93,9 +94,10 @@ def test_robust_activation_takes_any_per_image_term(model: VGG16, photos: np.nda
     pixels = torch.from_numpy(photos).permute(0, 3, 1, 2)
 
     def measure(term):
-        return robust_activation(lambda x: activations(network, x), pixels, term)
+        return robust_activation(lambda x: {"block2_conv1": activations(network, x)}, pixels, term)
 
-    channel, neuron = Channel((5, 77)), Neuron((5, 77), 10, 20)
+    channel = Channel("block2_conv1", (5, 77))
+    neuron = Neuron("block2_conv1", (5, 77), 10, 20)
     combined = measure(channel - 0.5 * neuron)
     torch.testing.assert_close(combined, measure(channel) - 0.5 * measure(neuron))
 
@@ -114,7 +116,9 @@ def test_every_result_carries_both_measures_of_its_8_bit_images(model: VGG16) ->
     result = render(model, Job("block2_conv1", (3, 5), recipe("fast", size=40, steps=4), seed=1))
     network = model.cut("block2_conv1")
     pixels = torch.from_numpy(result.images).permute(0, 3, 1, 2)
-    robust = robust_activation(lambda x: activations(network, x), pixels, Channel((3, 5)))
+    robust = robust_activation(
+        lambda x: {"block2_conv1": activations(network, x)}, pixels, Channel("block2_conv1", (3, 5))
+    )
     assert result.robust_activation == pytest.approx(robust.tolist(), rel=1e-5)
     assert result.saturated_fraction == pytest.approx(saturated_fraction(pixels).tolist())
     assert result.stop_reason == "step_limit"
