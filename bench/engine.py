@@ -222,10 +222,14 @@ def score(model: VGG16, layer: str, channel: int, pixels: np.ndarray, seconds: f
     """The engine's measures of an (H, W, 3) uint8 image, for an image that Lucent made."""
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
     network = model.cut(layer)
-    term = Channel((channel,))
+    term = Channel(layer, (channel,))
+
+    def forward(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {layer: activations(network, batch)}
+
     with torch.no_grad():
-        plain = term(activations(network, x.float() / 255.0)).item()
-    robust = robust_activation(lambda batch: activations(network, batch), x, term).item()
+        plain = term(forward(x.float() / 255.0)).item()
+    robust = robust_activation(forward, x, term).item()
     return Scored(seconds, plain, robust, saturated_fraction(x).item())
 
 

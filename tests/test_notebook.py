@@ -37,11 +37,12 @@ def test_a_result_displays_as_a_labelled_grid_of_its_images(client: featviz.Clie
     assert [base64.b64decode(data) for data in IMAGE.findall(page)] == [
         i.png for i in result.images
     ]
-    for image, activation in zip(result.images, result.activations, strict=True):
+    figures = zip(result.images, result.activations, result.robust_activations, strict=True)
+    for image, activation, robust in figures:
         assert f"channel {image.channel} · seed 5" in page
         assert f"activation {activation:.4g}" in page
+        assert f"robust {robust:.4g}" in page
     assert "block1_conv2" in page and "4 steps" in page
-    assert "robust —" in page  # this server does not report robust activations yet
 
 
 def test_live_updates_one_display_in_place_and_returns_the_result(client: featviz.Client) -> None:

@@ -47,7 +47,7 @@ async def test_a_mailbox_keeps_positions_and_results_but_only_the_latest_progres
     dropped = []
     mailbox = Mailbox(2, 1 << 20, lambda: dropped.append(1))
     finished = Finished(
-        engine.RenderResult(np.zeros((1, 8, 8, 3), np.uint8), [], [], 5, 1, "cpu"), 0
+        engine.RenderResult(np.zeros((1, 8, 8, 3), np.uint8), [], [], 5, 1, "cpu", [], []), 0
     )
     for event in [Queued(2), Queued(1), *map(progress, range(1, 6)), finished]:
         mailbox.put(event)
@@ -64,7 +64,9 @@ async def test_a_mailbox_keeps_positions_and_results_but_only_the_latest_progres
 
 
 # Heavier per step than the slow reader's run, so that sharing the CPU with it costs little.
-OTHER = pb.MaximizeRequest(layer="block3_conv1", channels=[5], size=64, steps=10, seed=3)
+# The lucid and classic presets run every step they are given (the default may stop early).
+OTHER = pb.MaximizeRequest(layer="block3_conv1", channels=[5], size=64, steps=10, seed=3,
+                           preset=pb.PRESET_LUCID)  # fmt: skip
 
 
 def timed(stub: pb_grpc.FeatureVisualizationServiceStub, request: pb.MaximizeRequest) -> float:
@@ -77,7 +79,7 @@ def test_a_slow_reader_costs_bounded_memory_and_does_not_slow_other_runs() -> No
     # A run whose client never reads: 8 previews of 128 px every step, 200 steps (~80 MB of
     # previews that an unbounded queue would keep).
     slow = pb.MaximizeRequest(layer="block1_conv1", channels=range(8), size=128, steps=200,
-                              preview_every=1)  # fmt: skip
+                              preview_every=1, preset=pb.PRESET_CLASSIC)  # fmt: skip
     with start_server("--metrics-port", "0") as server, server.channel() as channel:
         stub = pb_grpc.FeatureVisualizationServiceStub(channel)
         timed(stub, OTHER)  # warm-up
@@ -242,7 +244,7 @@ def cache_job(seed: int) -> engine.Job:
 
 def cache_result(seed: int) -> engine.RenderResult:
     pixels = np.random.default_rng(seed).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
-    return engine.RenderResult(pixels, [1.0], [2.0], 2, 0.1, "cpu")
+    return engine.RenderResult(pixels, [1.0], [2.0], 2, 0.1, "cpu", [1.5], [0.25])
 
 
 def test_leftover_partial_files_count_in_the_bound_and_go_once_stale(tmp_path: Path) -> None:
@@ -271,7 +273,9 @@ def test_a_stored_entry_names_its_key_and_job_and_reads_back_exactly(tmp_path: P
     header, images = result_cache.decode(cache.path(cache_job(1)).read_bytes())
     assert header["key"] == cache.key(cache_job(1)) and header["job"]["seed"] == 1
     assert header["facts"] == {"objective": [1.0], "activation": [2.0], "steps": 2,
-                               "duration_seconds": 0.1, "device": "cpu"}  # fmt: skip
+                               "duration_seconds": 0.1, "device": "cpu",
+                               "robust_activation": [1.5], "saturated_fraction": [0.25],
+                               "stop_reason": "step_limit"}  # fmt: skip
     assert len(images) == 32 * 32 * 3 and len(header["sha256"]) == 64
     stored = cache.get(cache_job(1))
     assert stored is not None and stored.activation == [2.0] and stored.device == "cpu"

@@ -343,7 +343,7 @@ def _enum_prefix(enum: EnumDescriptor) -> str:
 def _transforms(transforms: pb.Transforms) -> engine.Transforms | None:
     """The request's augmentations (a scale of 0 means none); the identity means none at all."""
     values = {
-        name: getattr(transforms, name) or (1.0 if name.startswith("scale") else 0)
+        name: getattr(transforms, name) or getattr(schema.IDENTITY_TRANSFORMS, name)
         for name in pb.Transforms.DESCRIPTOR.fields_by_name
     }
     result = engine.Transforms(**values)
