@@ -24,7 +24,7 @@ JITTER = 8.0  # pixels, each direction
 SCALES = (0.9, 1.1)
 DEGREES = 10.0
 VIEW_SEED = 2017  # numpy PCG64; Olah, Mordvintsev & Schubert, "Feature Visualization", Distill
-MAX_CHUNK_IMAGES = 64  # views x images per forward pass
+MAX_CHUNK_IMAGES = 16  # views x images per forward pass: bounds the measure's memory
 Output = torch.Tensor | dict[str, torch.Tensor]  # what a forward gives a term to read
 
 
