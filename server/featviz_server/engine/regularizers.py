@@ -30,13 +30,17 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
 PENALTIES = {"l1": l1, "l2": l2, "total_variation": total_variation}
 
 
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (n, c, h, w), reflecting at the borders."""
-    radius = max(1, math.ceil(3 * sigma))
+def gaussian_blur(images: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of (n, c, h, w), reflecting at the borders; `sigma` in pixels,
+    one for every image or one per image, (n,)."""
+    n, c, h, w = images.shape
+    sigmas = torch.as_tensor(sigma, dtype=images.dtype, device=images.device).expand(n)
+    sigmas = sigmas.clamp_min(1e-3)
+    radius = max(1, math.ceil(3 * float(sigmas.max())))
     offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = images.shape[1]
-    x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    kernels = torch.exp(-0.5 * (offsets / sigmas[:, None]) ** 2)
+    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(c, 0)
+    x = F.pad(images.reshape(1, n * c, h, w), [radius] * 4, mode="reflect")
+    x = F.conv2d(x, kernels.view(n * c, 1, 1, -1), groups=n * c)
+    x = F.conv2d(x, kernels.view(n * c, 1, -1, 1), groups=n * c)
+    return x.view(n, c, h, w)

@@ -39,8 +39,9 @@ from .measures import robust_activation, saturated_fraction
 from .objectives import INPUT, narrowed_channels, objective, penalties, unit
 from .optimizers import learning_rate, make_optimizer
 from .parameterizations import make_image
+from .regularizers import gaussian_blur
 from .stopping import EarlyStop
-from .transforms import blur, canvas_size, random_affines, random_blurs, warp
+from .transforms import canvas_size, random_affines, random_blurs, warp
 
 
 def validate(job: Job) -> None:
@@ -205,7 +206,7 @@ class Run:
         thetas = random_affines(transforms, self.recipe.size, self.generators)
         seen = warp(images, thetas, self.canvas, transforms.reflect)
         if transforms.blur:
-            seen = blur(seen, random_blurs(transforms, self.generators))
+            seen = gaussian_blur(seen, random_blurs(transforms, self.generators))
         return images, seen
 
     def _target_layer(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -67,17 +67,3 @@ def warp(
 def random_blurs(transforms: Transforms, generators: Sequence[torch.Generator]) -> torch.Tensor:
     """Per-image blur sigmas (n,), U(0, transforms.blur) pixels."""
     return torch.cat([torch.rand(1, generator=g) for g in generators]) * transforms.blur
-
-
-def blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """Blur image i by a Gaussian of sigmas[i] pixels (separable, mirrored at the borders)."""
-    n, c, h, w = images.shape
-    radius = max(1, math.ceil(3 * float(sigmas.max())))
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    sigmas = sigmas.to(images.device, images.dtype).clamp_min(1e-3)
-    kernels = torch.exp(-0.5 * (offsets / sigmas[:, None]) ** 2)
-    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(c, 0)
-    x = F.pad(images.reshape(1, n * c, h, w), [radius] * 4, mode="reflect")
-    x = F.conv2d(x, kernels.view(n * c, 1, 1, -1), groups=n * c)
-    x = F.conv2d(x, kernels.view(n * c, 1, -1, 1), groups=n * c)
-    return x.view(n, c, h, w)
