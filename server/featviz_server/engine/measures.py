@@ -24,7 +24,7 @@ JITTER = 8.0  # pixels, each direction
 SCALES = (0.9, 1.1)
 DEGREES = 10.0
 VIEW_SEED = 2017  # numpy PCG64; Olah, Mordvintsev & Schubert, "Feature Visualization", Distill
-MAX_CHUNK_IMAGES = 16  # views x images per forward pass: bounds the measure's memory
+MAX_CHUNK_PIXELS = 128 * 128  # per forward pass of a result's measures: bounds their memory
 Output = torch.Tensor | dict[str, torch.Tensor]  # what a forward gives a term to read
 
 
@@ -95,31 +95,48 @@ def robust_activation(
     """Each image's mean of `term` over the fixed views, (n,).
 
     `pixels`: the final 8-bit images, (n, 3, h, w) uint8 (or already / 255). `forward` maps a
-    batch of network inputs to what `term` reads; `term` maps the output for n images (one per
-    image, in order) to n values. The output is a tensor, or a dict of tensors (the layers an
-    objective expression reads). Views go through the network several at a time, in chunks of
-    at most MAX_CHUNK_IMAGES images.
+    batch of network inputs to what `term` reads; `term` maps the output for n images to n
+    values, image i's from row i alone (as every unit does: diversity and other terms across
+    images are not measured). The output is a tensor, or a dict of tensors (the layers an
+    objective expression reads). The views of one image go through the network a few at a time,
+    at most MAX_CHUNK_PIXELS pixels per forward, so that the measure's memory does not grow with
+    the number of images; each view's output is broadcast to n rows (no copy) and row i read.
     """
     images = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels
     n = len(images)
     thetas = view_affines(images.shape[-1], views())
-    per_chunk = max(1, MAX_CHUNK_IMAGES // n)
+    per_chunk = _per_chunk(images)
     total = torch.zeros(n, dtype=torch.float64)
-    for chunk in thetas.split(per_chunk):
-        seen = warp_views(images, chunk).flatten(0, 1)
-        for part in _per_view(forward(seen), n):
-            total += term(part).double().cpu()
+    for i in range(n):
+        for chunk in thetas.split(per_chunk):
+            seen = warp_views(images[i : i + 1], chunk).flatten(0, 1)
+            for part in _per_view(forward(seen), n):
+                total[i] += term(part)[i].double().cpu()
     return (total / VIEWS).float()
 
 
+def in_chunks(forward: Callable[[torch.Tensor], Output], images: torch.Tensor) -> Output:
+    """`forward(images)`, computed a few images at a time (at most MAX_CHUNK_PIXELS pixels per
+    pass, as the views are) and concatenated: a result's memory does not grow with its images."""
+    parts = [forward(chunk) for chunk in images.split(_per_chunk(images))]
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
+
+def _per_chunk(images: torch.Tensor) -> int:
+    return max(1, MAX_CHUNK_PIXELS // (images.shape[-2] * images.shape[-1]))
+
+
 def _per_view(output: Output, n: int) -> list[Output]:
-    """A forward's output for several views of n images, split into one output per view."""
+    """A forward's output for several views of one image, split into one output per view, each
+    broadcast to n images."""
     if isinstance(output, torch.Tensor):
-        return list(output.split(n))
+        return [view.expand(n, *view.shape[1:]) for view in output.split(1)]
     names = list(output)
     return [
-        dict(zip(names, parts, strict=True))
-        for parts in zip(*(output[k].split(n) for k in names), strict=True)
+        {name: view.expand(n, *view.shape[1:]) for name, view in zip(names, parts, strict=True)}
+        for parts in zip(*(output[name].split(1) for name in names), strict=True)
     ]
 
 

@@ -35,7 +35,7 @@ from .job import (
     TermKind,
     Transforms,
 )
-from .measures import robust_activation, saturated_fraction
+from .measures import in_chunks, robust_activation, saturated_fraction
 from .objectives import INPUT, narrowed_channels, objective, penalties, unit
 from .optimizers import learning_rate, make_optimizer
 from .parameterizations import make_image
@@ -268,7 +268,7 @@ class Run:
         """Final images, and the objective and the activation of its units of each, measured on
         the 8-bit image without transforms, as a user would measure them."""
         _, shown, pixels = self._display()
-        layers = self.read(pixels / 255.0)
+        layers = in_chunks(self.read, pixels / 255.0)
         return RenderResult(
             images=to_numpy(pixels),
             objective=self.objective(layers).tolist(),

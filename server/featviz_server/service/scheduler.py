@@ -10,10 +10,11 @@ size as fit the batch budget. The budget is learnt per batch key from the timed 
 (BatchBudget): the one, up to `max_batch_images`, that advances the most images per second on
 this device. Runs join and leave at step boundaries, and each keeps its own parameters,
 optimizer and random streams (so its images are those it would get alone). Each run is charged
-the time of every step it takes part in and of its previews, and the least charged goes next (a
-newcomer starts level with the least charged one): every run gets an equal share of the device's
-time whatever its size, so a small run beside big ones is slowed by their number, not their
-size, and a huge run cannot starve small ones. Progress crosses into the event loop with
+the time of every step it takes part in and of its previews, and the least charged goes next. A
+newcomer starts HEAD_START seconds below the least charged run: a short run (a preview, a
+notebook's next unit) finishes in about its time on an idle server, and a long one is delayed by
+at most that much per newcomer; past it, every run gets an equal share of the device's time
+whatever its size, so a huge run cannot starve small ones, nor small ones a huge one. Progress crosses into the event loop with
 `call_soon_threadsafe` and lands in each consumer's bounded Mailbox: the batcher never waits for
 a consumer, and one that reads slowly gets the latest progress, not all of it. When a run's last
 consumer goes away (cancel, deadline, drain), its cancel Event is set and it leaves the batch
@@ -41,6 +42,8 @@ from .mailbox import Mailbox
 from .memory import release_free_memory
 from .metrics import Metrics
 from .result_cache import ResultCache
+
+HEAD_START = 1.0  # seconds of device time a newcomer runs ahead of the others
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +365,7 @@ class Batcher:
         except Exception as error:  # e.g. out of memory for its parameters
             self._report(ticket, error)
             return
-        self._charged[ticket] = min(self._charged.values(), default=0.0)
+        self._charged[ticket] = min(self._charged.values(), default=0.0) - HEAD_START
 
     def _leave(self, ticket: _Ticket, outcome: Outcome) -> None:
         del self._runs[ticket], self._charged[ticket]
