@@ -65,9 +65,10 @@ class Transforms:
         default=12,
     )
     jitter: int = option(
-        "random translation by up to this many pixels, before scaling and rotation",
+        "random translation, before scaling and rotation, within a range of this many pixels "
+        "centred on none (8: up to 4 px each way)",
         0,
-        "size/2",
+        "size",
         request="options.transforms.jitter",
         default=8,
     )
