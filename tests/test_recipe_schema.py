@@ -108,5 +108,6 @@ def test_the_cli_prints_every_option_with_its_range_and_preset_values(
     header, *rows = run.stdout.splitlines()
     assert header.split()[:6] == ["option", "type", "range", "classic", "lucid", "fast"]
     learning_rate = next(row.split() for row in rows if row.startswith("--learning-rate "))
-    assert learning_rate[:6] == ["--learning-rate", "float", "1e-06..1000", "1", "0.05", "0.4"]
+    rates = [f"{PRESETS[name].learning_rate:g}" for name in ("classic", "lucid", "fast")]
+    assert learning_rate[:6] == ["--learning-rate", "float", "1e-06..1000", *rates]
     assert any(row.startswith("--steps ") and "1..400" in row for row in rows)

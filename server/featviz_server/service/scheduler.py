@@ -7,18 +7,18 @@ and refused with Overloaded otherwise (the servicer answers RESOURCE_EXHAUSTED w
 Admitted runs are optimized by one Batcher thread with continuous batching: at every step it
 advances, in ONE forward/backward (`engine.advance`), as many runs sharing a cut point and image
 size as fit the batch budget. The budget is learnt per batch key from the timed steps themselves
-(BatchBudget): the one, up to `max_batch_images`, that advances the most images per second on
-this device. Runs join and leave at step boundaries, and each keeps its own parameters,
-optimizer and random streams (so its images are those it would get alone). Each run is charged
-the time of every step it takes part in and of its previews, and the least charged goes next. A
-newcomer starts HEAD_START seconds below the least charged run: a short run (a preview, a
-notebook's next unit) finishes in about its time on an idle server, and a long one is delayed by
-at most that much per newcomer; past it, every run gets an equal share of the device's time
-whatever its size, so a huge run cannot starve small ones, nor small ones a huge one. Progress crosses into the event loop with
-`call_soon_threadsafe` and lands in each consumer's bounded Mailbox: the batcher never waits for
-a consumer, and one that reads slowly gets the latest progress, not all of it. When a run's last
-consumer goes away (cancel, deadline, drain), its cancel Event is set and it leaves the batch
-before the next step; only then does it free its slot.
+(BatchBudget): the one, up to `max_batch_images`, that advances the most images per second on this
+device. Runs join and leave at step boundaries, and each keeps its own parameters, optimizer and
+random streams (so its images are those it would get alone). Each run is charged the time of every
+step it takes part in and of its previews, and the least charged goes next. A newcomer starts
+HEAD_START seconds below the least charged run: a short run (a preview, a notebook's next unit)
+finishes in about its time on an idle server, and a long one is delayed by at most that much per
+newcomer; past it, every run gets an equal share of the device's time whatever its size, so a huge
+run cannot starve small ones. Progress crosses into the event loop with
+`call_soon_threadsafe` and lands in each consumer's bounded Mailbox: the batcher never waits for a
+consumer, and one that reads slowly gets the latest progress, not all of it. When a run's last
+consumer goes away (cancel, deadline, drain), its cancel Event is set and it leaves the batch before
+the next step; only then does it free its slot.
 
 The servicer sees only `run(job, progress_every, deadline_passed)` -> an async stream of Queued,
 engine.Progress and Finished events.
