@@ -17,8 +17,9 @@
     pixels processed (independent of machine load), and the `fast` preset's 256-step figure
     against the issue's bars.
 (c) Batching: all 64 channels of block1_conv2 as one job vs 64 one-channel jobs (images/s).
-(d) Quality: all 64 channels of block1_conv2 (fast, 256 steps) against the median activation of
-    each channel over ~120 natural 128-px crops of scikit-image's photos; none may be blank.
+(d) Quality: all 64 channels of block1_conv2 (the default preset at its defaults) against the
+    median activation of each channel over ~120 natural 128-px crops of scikit-image's photos;
+    none may be blank.
 --lucent adds, side by side in the same run:
 (b') Lucent 0.1.8's `render_vis` at its defaults (512 steps) against the default preset, for the
     two canonical units and one channel of every other conv block: each one's time, robust
@@ -341,15 +342,18 @@ def batching(model: VGG16, layer: str, steps: int) -> None:
 # --- (d) quality -------------------------------------------------------------------------------
 
 
-def quality(model: VGG16, layer: str, steps: int, docs: bool) -> None:
-    result = render(model, Job(layer, tuple(range(64)), recipe("fast", steps=steps)))
+def quality(model: VGG16, layer: str, steps: int | None, docs: bool) -> None:
+    """The default preset on 64 channels of `layer` (`steps`: its own cap when None)."""
+    overrides = {} if steps is None else {"steps": steps}
+    result = render(model, Job(layer, tuple(range(64)), recipe(DEFAULT_PRESET, **overrides)))
     medians = natural_activations(model, layer).median(0).values[:64].numpy()
     activation = np.array(result.activation)
     spread = result.images.reshape(64, -1).std(1)
     above = int((activation > medians).sum())
     blank = int((spread < 2.0).sum())  # fewer than ~2 grey levels of variation
     print(
-        f"  {layer}, 64 channels, fast {steps} steps: {above}/64 above the natural-crop median "
+        f"  {layer}, 64 channels, default preset, {result.steps} steps: {above}/64 above the "
+        "natural-crop median "
         f"(lowest ratio {np.min(activation / medians):.2f}), {blank} blank"
     )
     if docs:
@@ -394,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         batching(model, "block1_conv2", 8 if args.quick else 16)
     if "d" in args.sections:
         print("(d) quality of all 64 channels of block1_conv2")
-        quality(model, "block1_conv2", 64 if args.quick else 256, args.docs)
+        quality(model, "block1_conv2", 64 if args.quick else None, args.docs)
 
 
 def overheads(model: VGG16, quick: bool) -> None:
