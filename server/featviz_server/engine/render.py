@@ -302,8 +302,8 @@ def advance(runs: Sequence[Run]) -> None:
         batch = batch.contiguous(memory_format=devices.memory_format(device))
         keep = set().union(*(run.reads for run in runs))
         hidden, kept = collect(runs[0].head, batch, _redirect(runs), keep)
-        parts = hidden.split(sizes)
-        kept_parts = {name: x.split(sizes) for name, x in kept.items()}
+        parts = _split(hidden, sizes)
+        kept_parts = {name: _split(x, sizes) for name, x in kept.items()}
         layers = []
         for i, (run, (images, _)) in enumerate(zip(runs, prepared, strict=True)):
             read = {name: kept_parts[name][i].float() for name in run.reads}
@@ -313,6 +313,11 @@ def advance(runs: Sequence[Run]) -> None:
     loss.backward()
     for run in runs:
         run._update()
+
+
+def _split(x: torch.Tensor, sizes: list[int]) -> Sequence[torch.Tensor]:
+    """`x.split(sizes)`; one part is `x` itself (a split's backward copies the whole gradient)."""
+    return (x,) if len(sizes) == 1 else x.split(sizes)
 
 
 def _redirect(runs: Sequence[Run]) -> torch.Tensor | None:
