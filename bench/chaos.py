@@ -257,6 +257,8 @@ class Mix:
             elif entries:
                 entry = random.choice(entries)
                 data = entry.read_bytes()
+                if not data:  # already emptied, not yet healed
+                    continue
                 if kind == "empty":
                     data = b""
                 elif kind == "truncated":
