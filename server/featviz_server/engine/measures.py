@@ -117,11 +117,19 @@ def robust_activation(
 
 def in_chunks(forward: Callable[[torch.Tensor], Output], images: torch.Tensor) -> Output:
     """`forward(images)`, computed a few images at a time (at most MAX_CHUNK_PIXELS pixels per
-    pass, as the views are) and concatenated: a result's memory does not grow with its images."""
-    parts = [forward(chunk) for chunk in images.split(_per_chunk(images))]
-    if isinstance(parts[0], torch.Tensor):
-        return torch.cat(parts)
-    return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+    pass, as the views are) into one output: a result's memory does not grow with its images
+    beyond the output itself."""
+    output: dict[str, torch.Tensor] = {}
+    done = 0
+    for chunk in images.split(_per_chunk(images)):
+        part = forward(chunk)
+        named = {"": part} if isinstance(part, torch.Tensor) else part
+        for name, x in named.items():
+            if name not in output:
+                output[name] = x.new_empty((len(images), *x.shape[1:]))
+            output[name][done : done + len(chunk)] = x
+        done += len(chunk)
+    return output[""] if isinstance(part, torch.Tensor) else output
 
 
 def _per_chunk(images: torch.Tensor) -> int:

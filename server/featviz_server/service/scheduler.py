@@ -11,10 +11,11 @@ size as fit the batch budget. The budget is learnt per batch key from the timed 
 device. Runs join and leave at step boundaries, and each keeps its own parameters, optimizer and
 random streams (so its images are those it would get alone). Each run is charged the time of every
 step it takes part in and of its previews, and the least charged goes next. A newcomer starts
-HEAD_START seconds below the least charged run: a short run (a preview, a notebook's next unit)
-finishes in about its time on an idle server, and a long one is delayed by at most that much per
-newcomer; past it, every run gets an equal share of the device's time whatever its size, so a huge
-run cannot starve small ones. Progress crosses into the event loop with
+up to HEAD_START seconds below the least charged run, so that a short run (a preview, a notebook's
+next unit) finishes in about its time on an idle server; the head starts come from an allowance
+that refills at HEAD_START_REFILL of the wall time, so that a flood of newcomers cannot starve
+the runs already there. Past its head start, every run gets an equal share of the device's time
+whatever its size, so a huge run cannot starve small ones. Progress crosses into the event loop with
 `call_soon_threadsafe` and lands in each consumer's bounded Mailbox: the batcher never waits for a
 consumer, and one that reads slowly gets the latest progress, not all of it. When a run's last
 consumer goes away (cancel, deadline, drain), its cancel Event is set and it leaves the batch before
@@ -43,7 +44,8 @@ from .memory import release_free_memory
 from .metrics import Metrics
 from .result_cache import ResultCache
 
-HEAD_START = 1.0  # seconds of device time a newcomer runs ahead of the others
+HEAD_START = 1.0  # seconds of device time a newcomer may run ahead of the others,
+HEAD_START_REFILL = 0.25  # from an allowance that refills at this share of the wall time
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +330,7 @@ class Batcher:
         self._stopped = False
         self._runs: dict[_Ticket, engine.Run] = {}  # only touched by the thread
         self._charged: dict[_Ticket, float] = {}  # seconds of the steps each run took part in
+        self._allowance, self._refilled = HEAD_START, time.monotonic()  # newcomers' head starts
         self._thread = threading.Thread(target=self._work, name="featviz-batcher", daemon=True)
         self._thread.start()
 
@@ -365,7 +368,14 @@ class Batcher:
         except Exception as error:  # e.g. out of memory for its parameters
             self._report(ticket, error)
             return
-        self._charged[ticket] = min(self._charged.values(), default=0.0) - HEAD_START
+        self._charged[ticket] = min(self._charged.values(), default=0.0) - self._head_start()
+
+    def _head_start(self) -> float:
+        """What is left of the newcomers' allowance (all of it goes to this one)."""
+        now = time.monotonic()
+        refilled = self._allowance + (now - self._refilled) * HEAD_START_REFILL
+        granted, self._allowance, self._refilled = min(HEAD_START, refilled), 0.0, now
+        return granted
 
     def _leave(self, ticket: _Ticket, outcome: Outcome) -> None:
         del self._runs[ticket], self._charged[ticket]
