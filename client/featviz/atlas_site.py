@@ -300,10 +300,12 @@ th, td { border: 1px solid var(--line); padding: 4px 10px; text-align: left; }
 .controls { display: flex; gap: 16px; align-items: center; margin-bottom: 12px; }
 .grid { display: grid; gap: 8px;
   grid-template-columns: repeat(auto-fill, minmax(calc(var(--tile) + 8px), 1fr)); }
-.unit { display: grid; grid-template-columns: 1fr 1fr 1fr; background: #fff; padding: 4px;
+.unit { display: grid; grid-template-columns: 1fr 1fr; background: #fff; padding: 4px;
   border: 1px solid var(--line); text-decoration: none; color: var(--ink); font-size: 12px; }
-.unit img { grid-column: 1 / -1; width: 100%; height: auto; aspect-ratio: 1; }
-.unit span:nth-of-type(2), .unit span:nth-of-type(3) { text-align: right; color: var(--muted); }
+.unit img, .unit span:first-of-type { grid-column: 1 / -1; }
+.unit img { width: 100%; height: auto; aspect-ratio: 1; }
+.unit span:nth-of-type(2), .unit span:nth-of-type(3) { color: var(--muted); }
+.unit span:nth-of-type(3) { text-align: right; }
 .unit:hover { outline: 2px solid #0b5cad; }
 .unit[hidden] { display: none; }
 .hero { display: flex; flex-wrap: wrap; gap: 20px; align-items: flex-start; }
