@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--layer", default="block1_conv2")
     parser.add_argument("--channels", help="e.g. 0-3 (default: every channel of the layer)")
     parser.add_argument("--size", type=int, default=DEFAULTS.size)
-    parser.add_argument("--steps", type=int, help="default: the preset's (256)")
+    parser.add_argument("--steps", type=int, help="default: the preset's step cap")
     parser.add_argument("--in-flight", type=int, default=8)
     args = parser.parse_args()
     settings = Settings(
