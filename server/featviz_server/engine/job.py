@@ -65,8 +65,8 @@ class Transforms:
         default=12,
     )
     jitter: int = option(
-        "random translation, before scaling and rotation, within a range of this many pixels "
-        "centred on none (8: up to 4 px each way)",
+        "random translation before scaling and rotation, by up to half this many pixels each "
+        "way (8: up to 4 px)",
         0,
         "size",
         request="options.transforms.jitter",
@@ -95,7 +95,7 @@ class Transforms:
         default=10.0,
     )
     final_jitter: int = option(
-        "random translation by up to this many pixels, after scaling and rotation",
+        "random translation after scaling and rotation, by up to half this many pixels each way",
         0,
         "size/2",
         request="options.transforms.final_jitter",
