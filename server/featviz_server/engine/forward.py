@@ -38,8 +38,8 @@ class _RedirectedReLU(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         x, redirect = ctx.saved_tensors
         relu_grad = torch.ops.aten.threshold_backward(grad, x, 0.0)  # exactly ReLU's gradient
-        peak = torch.linalg.vector_norm(relu_grad.flatten(1), ord=float("inf"), dim=1)
-        blocked = (redirect & (peak == 0)).nonzero().squeeze(1)
+        passes = relu_grad.flatten(1).any(1)  # any gradient through this image's ReLU?
+        blocked = (redirect & ~passes).nonzero().squeeze(1)
         if len(blocked):
             # Loss gradients (minimized): grad > 0 asks to lower x; never lower a negative x.
             g = grad[blocked]
