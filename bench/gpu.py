@@ -41,7 +41,7 @@ import torch
 
 from featviz.v1 import featviz_pb2 as pb
 from featviz.v1 import featviz_pb2_grpc as pb_grpc
-from featviz_server.architecture import LAYERS
+from featviz_server.architecture import CONV_LAYERS, LAYERS_BY_NAME
 from featviz_server.engine import DEFAULT_PRESET, Job, Run, advance, recipe, render
 from featviz_server.engine import device as devices
 from featviz_server.engine.measures import robust_activation
@@ -55,7 +55,6 @@ from serverproc import start_server  # the test helper that runs a real server
 CANONICAL = (("block1_conv2", 14, 230.0), ("block5_conv2", 410, 1600.0))  # layer, channel, bar
 GRADIENT_TOLERANCE = 1e-3  # largest difference / largest CPU value
 RUN_TOLERANCE = 0.15  # plain and robust activation, relative to the CPU's
-CONV_LAYERS = [layer for layer in LAYERS if layer.kind == "conv"]
 
 
 def synchronize(device: torch.device) -> None:
@@ -126,7 +125,7 @@ def agreement(model: VGG16, cpu_model: VGG16, size: int, steps: int | None) -> l
 
 def image_steps_per_second(model: VGG16, layer: str, images: int, size: int, steps: int) -> float:
     """Images advanced per second by `advance` on one run of `images` channels of `layer`."""
-    channels = tuple(i % layer_channels(layer) for i in range(images))
+    channels = tuple(i % LAYERS_BY_NAME[layer].channels for i in range(images))
     every_step = recipe(DEFAULT_PRESET, size=size, steps=steps + 2, stop_window=0)
     run = Run(Job(layer, channels, every_step, seed=0), model)
     advance([run])  # first steps pick kernels (cuDNN autotuning) and allocate: not measured
@@ -137,10 +136,6 @@ def image_steps_per_second(model: VGG16, layer: str, images: int, size: int, ste
         advance([run])
     synchronize(run.device)
     return images * steps / (time.perf_counter() - started)
-
-
-def layer_channels(layer: str) -> int:
-    return next(spec.channels for spec in LAYERS if spec.name == layer)
 
 
 def precisions(device: torch.device) -> list[bool]:

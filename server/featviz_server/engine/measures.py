@@ -106,13 +106,13 @@ def robust_activation(
     n = len(images)
     thetas = view_affines(images.shape[-1], views())
     per_chunk = _per_chunk(images)
-    total = torch.zeros(n, dtype=torch.float64)
+    total = torch.zeros(n, dtype=torch.float64, device=images.device)
     for i in range(n):
         for chunk in thetas.split(per_chunk):
             seen = warp_views(images[i : i + 1], chunk).flatten(0, 1)
             for part in _per_view(forward(seen), n):
-                total[i] += term(part)[i].double().cpu()
-    return (total / VIEWS).float()
+                total[i] += term(part)[i].double()
+    return (total / VIEWS).float().cpu()  # one device sync, not one per view
 
 
 def in_chunks(forward: Callable[[torch.Tensor], Output], images: torch.Tensor) -> Output:

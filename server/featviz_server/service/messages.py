@@ -189,15 +189,7 @@ def exemplar_update(event: ExemplarEvent) -> list[pb.FindExemplarsResponse]:
         return [pb.FindExemplarsResponse(channel=part) for part in parts]
     if isinstance(event, ExemplarsDone):
         return [pb.FindExemplarsResponse(summary=pb.ExemplarsSummary(**dataclasses.asdict(event)))]
-    return [
-        pb.FindExemplarsResponse(
-            progress=pb.ScanProgress(
-                photos_done=event.photos_done,
-                photos_total=event.photos_total,
-                skipped=event.skipped,
-            )
-        )
-    ]
+    return [pb.FindExemplarsResponse(progress=pb.ScanProgress(**dataclasses.asdict(event)))]
 
 
 def _exemplar(exemplar: Exemplar, pixels: np.ndarray) -> pb.Exemplar:
