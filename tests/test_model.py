@@ -12,7 +12,14 @@ import torch
 from skimage import data
 from skimage.transform import resize
 
-from featviz_server.architecture import LAYERS, layer_geometry, layer_index
+from featviz_server.architecture import (
+    LAYERS,
+    check_channel,
+    check_position,
+    layer_geometry,
+    layer_index,
+    layer_named,
+)
 from featviz_server.model import VGG16
 from featviz_server.weights import (
     WEIGHTS_SHA256,
@@ -121,8 +128,25 @@ def test_cut_shares_the_model_and_stays_frozen_in_eval_mode(model: VGG16) -> Non
 
 
 def test_cut_of_an_unknown_layer_names_it(model: VGG16) -> None:
-    with pytest.raises(ValueError, match="unknown layer 'block6_conv1'; expected one of block1"):
+    with pytest.raises(ValueError, match="unknown layer 'block6_conv1'; valid layers: block1"):
         model.cut("block6_conv1")
+
+
+def test_the_layer_channel_and_unit_rules_name_the_field_and_what_it_may_be() -> None:
+    layer = layer_named("block2_conv1", "expression.terms[0].layer")
+    check_channel(layer, 127, "channels[0]")
+    check_position("block5_conv1", (7, 7), 128, "objective.neuron")
+    with pytest.raises(ValueError, match=r"^terms\[1\]\.layer: unknown layer 'conv9'; valid lay"):
+        layer_named("conv9", "terms[1].layer")
+    with pytest.raises(
+        ValueError, match=r"^channels\[3\]: 128 is not a block2_conv1 channel \(0..127\)$"
+    ):
+        check_channel(layer, 128, "channels[3]")
+    with pytest.raises(
+        ValueError,
+        match=r"^objective\.neuron_y: 8 is outside 0..7 \(block5_conv1 is 8x8 at 128 px\)$",
+    ):
+        check_position("block5_conv1", (0, 8), 128, "objective.neuron")
 
 
 def test_model_holds_exactly_the_verified_weights(model: VGG16) -> None:

@@ -1,14 +1,17 @@
-"""The VGG16 conv base as data: layer names, shapes and receptive fields.
+"""The VGG16 conv base as data: layer names, shapes and receptive fields, and the rules that a
+layer name, a channel or a unit position must follow.
 
 Kept free of torch so that validation and DescribeModel can reason about the network
-without building it, and so that the model, the weight loaders and the ONNX export all
-read one table.
+without building it, and so that the model, the weight loaders, the ONNX export, the engine and
+the service all read one table and check one set of rules.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from .echo import echo
 
 MODEL_NAME = "vgg16"
 # (block, number of convs, output channels), as in Simonyan & Zisserman's configuration D.
@@ -88,3 +91,33 @@ def layer_geometry(name: str, height: int, width: int | None = None) -> LayerGeo
 def layer_index(name: str) -> int:
     """Position of a layer in forward order; KeyError for unknown names."""
     return LAYERS.index(LAYERS_BY_NAME[name])
+
+
+def layer_named(name: str, field: str = "layer") -> Layer:
+    """The layer called `name`; a ValueError "`field`: ..." listing the valid names otherwise."""
+    layer = LAYERS_BY_NAME.get(name)
+    if layer is None:
+        names = ", ".join(LAYERS_BY_NAME)
+        raise ValueError(f"{field}: unknown layer {echo(name)}; valid layers: {names}")
+    return layer
+
+
+def check_channel(layer: Layer, channel: int, field: str) -> None:
+    """A ValueError "`field`: ..." unless `channel` is one of `layer`'s (0-based)."""
+    if not 0 <= channel < layer.channels:
+        raise ValueError(
+            f"{field}: {channel} is not a {layer.name} channel (0..{layer.channels - 1})"
+        )
+
+
+def check_position(layer: str, position: tuple[int, int], size: int, field: str) -> None:
+    """A ValueError "`field`_x: ..." (or _y) unless the (x, y) unit lies inside `layer`'s output
+    for `size`-pixel images."""
+    shape = layer_geometry(layer, size)
+    sides = (shape.output_width, shape.output_height)
+    for axis, value, side in zip("xy", position, sides, strict=True):
+        if not 0 <= value < side:
+            raise ValueError(
+                f"{field}_{axis}: {value} is outside 0..{side - 1} "
+                f"({layer} is {shape.output_width}x{shape.output_height} at {size} px)"
+            )

@@ -12,7 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .architecture import LAYERS, LAYERS_BY_NAME, layer_index
+from .architecture import LAYERS, layer_index, layer_named
 from .weights import Tensors, Weights
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -63,11 +63,7 @@ class VGG16(nn.Sequential):
 
     def cut(self, layer: str) -> nn.Sequential:
         """The network up to and including `layer` (sharing this model's modules and mode)."""
-        if layer not in LAYERS_BY_NAME:
-            raise ValueError(
-                f"unknown layer {layer!r}; expected one of {', '.join(LAYERS_BY_NAME)}"
-            )
-        stop = layer_index(layer) + 2  # + preprocess, inclusive
+        stop = layer_index(layer_named(layer).name) + 2  # + preprocess, inclusive
         return nn.Sequential(OrderedDict(list(self.named_children())[:stop])).train(self.training)
 
     def load_weights(self, weights: Weights) -> VGG16:

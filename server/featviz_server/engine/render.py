@@ -17,8 +17,7 @@ from typing import get_args
 
 import torch
 
-from ..architecture import LAYERS_BY_NAME, Layer, layer_geometry
-from ..echo import echo
+from ..architecture import LAYERS_BY_NAME, check_channel, check_position, layer_named
 from ..model import VGG16
 from . import device as devices
 from . import schema
@@ -62,33 +61,13 @@ def validate(job: Job) -> None:
 
 
 def _validate_layer_and_channels(job: Job) -> None:
-    layer = _layer("layer", job.layer)
+    layer = layer_named(job.layer)
     if not job.channels:
         raise ValueError("channels: at least one channel is required")
-    for channel in job.channels:
-        if not 0 <= channel < layer.channels:
-            raise ValueError(f"channels: {channel} is not in 0..{layer.channels - 1}")
+    for i, channel in enumerate(job.channels):
+        check_channel(layer, channel, f"channels[{i}]")
     if job.objective.neuron is not None:
-        _validate_neuron("objective.neuron", job.layer, job.objective.neuron, job.recipe.size)
-
-
-def _layer(field: str, name: str) -> Layer:
-    layer = LAYERS_BY_NAME.get(name)
-    if layer is None:
-        names = ", ".join(LAYERS_BY_NAME)
-        raise ValueError(f"{field}: unknown layer {echo(name)}; valid layers: {names}")
-    return layer
-
-
-def _validate_neuron(field: str, layer: str, neuron: tuple[int, int], size: int) -> None:
-    shape = layer_geometry(layer, size)
-    sides = (shape.output_width, shape.output_height)
-    for name, value, side in zip("xy", neuron, sides, strict=True):
-        if not 0 <= value < side:
-            raise ValueError(
-                f"{field}_{name}: {value} is outside 0..{side - 1} "
-                f"({layer} is {shape.output_width}x{shape.output_height} at {size} px)"
-            )
+        check_position(job.layer, job.objective.neuron, job.recipe.size, "objective.neuron")
 
 
 def _validate_expression(field: str, expression: Expression, size: int) -> None:
@@ -104,14 +83,11 @@ def _validate_expression(field: str, expression: Expression, size: int) -> None:
             continue
         if term.kind not in get_args(TermKind):
             raise ValueError(f"{at}.kind: unknown term kind {term.kind!r}")
-        layer = _layer(f"{at}.layer", term.layer)
-        if term.kind in ("channel", "neuron") and not 0 <= term.channel < layer.channels:
-            raise ValueError(
-                f"{at}.channel: {term.channel} is not a {layer.name} channel "
-                f"(0..{layer.channels - 1})"
-            )
+        layer = layer_named(term.layer, f"{at}.layer")
+        if term.kind in ("channel", "neuron"):
+            check_channel(layer, term.channel, f"{at}.channel")
         if term.kind == "neuron" and term.neuron is not None:
-            _validate_neuron(f"{at}.neuron", layer.name, term.neuron, size)
+            check_position(layer.name, term.neuron, size, f"{at}.neuron")
         if term.kind == "direction":
             if len(term.vector) != layer.channels:
                 raise ValueError(

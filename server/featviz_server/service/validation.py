@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +23,15 @@ from PIL import ImageOps
 from featviz.v1 import featviz_pb2 as pb
 
 from .. import engine
-from ..architecture import LAYERS, LAYERS_BY_NAME, MIN_INPUT_SIZE, Layer, layer_geometry
+from ..architecture import (
+    MIN_INPUT_SIZE,
+    Layer,
+    check_channel,
+    check_position,
+    layer_geometry,
+    layer_named,
+)
 from ..config import Settings
-from ..echo import echo
 from ..engine import schema
 from ..exemplars import MAX_EXEMPLARS
 
@@ -84,18 +92,15 @@ def exemplar_query(request: pb.FindExemplarsRequest, settings: Settings) -> Exem
     """Check a FindExemplars request: a known layer, its channels, a count up to the kept."""
     reject_unknown_fields(request)
     layer = _layer(request.layer)
-    channels = _channel_indices(request.channels, layer.name, layer.channels, settings)
+    channels = _channel_indices(request.channels, layer, settings)
     count = request.count or DEFAULT_EXEMPLARS
     _check_range("count", count, 1, MAX_EXEMPLARS, f"0 ({DEFAULT_EXEMPLARS}) or ")
     return ExemplarQuery(layer.name, channels, count)
 
 
 def _layer(name: str) -> Layer:
-    layer = LAYERS_BY_NAME.get(name)
-    if layer is None:
-        names = ", ".join(layer.name for layer in LAYERS)
-        raise InvalidArgument("layer", f"unknown layer {echo(name)}; valid layers: {names}")
-    return layer
+    with _field_errors():
+        return layer_named(name)
 
 
 def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximization:
@@ -106,7 +111,7 @@ def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximizatio
     if request.HasField("interpolate_to"):
         raise InvalidArgument("interpolate_to", "needs an objective expression to start from")
     layer = _layer(request.layer)
-    channels = _channels(request, layer.name, layer.channels, settings)
+    channels = _channels(request, layer, settings)
     recipe = _recipe(request, settings)
     job = engine.Job(
         layer=layer.name,
@@ -168,11 +173,8 @@ def _expression_maximization(request: pb.MaximizeRequest, settings: Settings) ->
             else None
         ),
     )
-    try:
+    with _field_errors():
         engine.validate(job)  # the engine's rules: layers, channels, vectors, weights
-    except ValueError as error:
-        field, _, description = str(error).partition(": ")
-        raise InvalidArgument(field, description) from None
     return _plan(request, job, settings)
 
 
@@ -249,10 +251,8 @@ def _expression(field: str, expression: pb.ObjectiveExpression) -> engine.Expres
     return engine.Expression(tuple(terms))
 
 
-def _channels(
-    request: pb.MaximizeRequest, layer: str, count: int, settings: Settings
-) -> tuple[int, ...]:
-    channels = _channel_indices(request.channels, layer, count, settings)
+def _channels(request: pb.MaximizeRequest, layer: Layer, settings: Settings) -> tuple[int, ...]:
+    channels = _channel_indices(request.channels, layer, settings)
     per_channel = request.images_per_channel or 1
     _check_range(
         "images_per_channel", per_channel, 1, settings.max_images_per_channel, "0 (one) or "
@@ -266,14 +266,17 @@ def _channels(
     return channels
 
 
-def _channel_indices(requested: Any, layer: str, count: int, settings: Settings) -> tuple[int, ...]:
-    """The requested channels of `layer` (which has `count`): at least one, each once, in range."""
+def _channel_indices(requested: Any, layer: Layer, settings: Settings) -> tuple[int, ...]:
+    """The requested channels of `layer`: at least one, each once, in range."""
     channels = tuple(requested)
     if not channels:
-        raise InvalidArgument("channels", f"give at least one channel of {layer} (0..{count - 1})")
+        raise InvalidArgument(
+            "channels", f"give at least one channel of {layer.name} (0..{layer.channels - 1})"
+        )
     _check_range("channels", len(channels), 1, settings.max_channels, what="channel count ")
-    for i, channel in enumerate(channels):
-        _check_range(f"channels[{i}]", channel, 0, count - 1, what=f"{layer} channel ")
+    with _field_errors():
+        for i, channel in enumerate(channels):
+            check_channel(layer, channel, f"channels[{i}]")
     if len(set(channels)) != len(channels):
         duplicate = next(c for c in channels if channels.count(c) > 1)
         raise InvalidArgument("channels", f"channel {duplicate} is listed twice")
@@ -362,16 +365,27 @@ def _objective(objective: pb.Objective, layer: str, size: int) -> engine.Objecti
     neuron = None
     if has_position:
         shape = layer_geometry(layer, size)
-        where = f"{layer} is {shape.output_width}x{shape.output_height} at {size} px"
         x = objective.neuron_x if objective.HasField("neuron_x") else shape.output_width // 2
         y = objective.neuron_y if objective.HasField("neuron_y") else shape.output_height // 2
-        _check_range("objective.neuron_x", x, 0, shape.output_width - 1, f"({where}) ")
-        _check_range("objective.neuron_y", y, 0, shape.output_height - 1, f"({where}) ")
         neuron = (x, y)
+        with _field_errors():
+            check_position(layer, neuron, size, "objective.neuron")
     return engine.Objective(kind, neuron, objective.negate, diversity)
 
 
 # --- checks -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _field_errors() -> Iterator[None]:
+    """A domain rule's ValueError ("field: description") as an InvalidArgument."""
+    try:
+        yield
+    except InvalidArgument:
+        raise
+    except ValueError as error:
+        field, _, description = str(error).partition(": ")
+        raise InvalidArgument(field, description) from None
 
 
 def _check_range(
