@@ -22,11 +22,13 @@
     none may be blank.
 --lucent adds, side by side in the same run:
 (b') Lucent 0.1.8's `render_vis` at its defaults (512 steps) against the default preset, for the
-    two canonical units and one channel of every other conv block: each one's time, robust
+    two canonical units and one channel of every other conv block (or the units `--units`
+    names, e.g. `--sections a --lucent --units block3_conv1:41`): each one's time, robust
     activation (engine/measures.py, the same 32 views for both) and plain activation, views ÷
     plain and saturated share, and how much less time the default takes (when its robust
     activation reaches Lucent's).
-(b'') block5_conv2 ch 410: Lucent, Lucent without its upsampling to 224 px, and the lucid preset.
+(b'') block5_conv2 ch 410 (when compared): Lucent, Lucent without its upsampling to 224 px, and
+    the lucid preset.
 Lucent is installed aside, e.g.
     pip install --no-deps --target /tmp/lucent torch-lucent==0.1.8 kornia==0.4.1 decorator
     plus stubs for `torchvision.transforms.Normalize` and `IPython.display` (Lucent imports them;
@@ -270,7 +272,15 @@ def default_image(model: VGG16, layer: str, channel: int, preset: str = DEFAULT_
     ), result.images[0]
 
 
-def against_lucent(model: VGG16, steps: int, docs: bool) -> dict[tuple[str, int], Scored]:
+def units(text: str) -> tuple[tuple[str, int], ...]:
+    """Units written "block3_conv1:41,block2_conv2:100", as ((layer, channel), ...)."""
+    pairs = [unit.partition(":") for unit in text.split(",")]
+    return tuple((layer, int(channel)) for layer, _, channel in pairs)
+
+
+def against_lucent(
+    model: VGG16, chosen: tuple[tuple[str, int], ...], steps: int, docs: bool
+) -> dict[tuple[str, int], Scored]:
     print(
         "| unit | Lucent: time, robust (plain) | default: time, robust (plain), steps "
         "| time ratio at >= Lucent's robust | views / plain: Lucent, default "
@@ -278,7 +288,7 @@ def against_lucent(model: VGG16, steps: int, docs: bool) -> dict[tuple[str, int]
     )
     print("| --- | --- | --- | --- | --- | --- |")
     lucent = {}
-    for layer, channel in LUCENT_UNITS:
+    for layer, channel in chosen:
         theirs = lucent[(layer, channel)] = lucent_image(model, layer, channel, steps)
         ours, image = default_image(model, layer, channel)
         reached = (
@@ -372,6 +382,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sections", default="abcd", help="which of the sections (a)-(d) to run (default: all)"
     )
+    parser.add_argument(
+        "--units",
+        type=units,
+        default=LUCENT_UNITS,
+        help="with --lucent: the units to compare, e.g. block3_conv1:41,block2_conv2:100 "
+        "(default: the two canonical units and one channel of every other conv block)",
+    )
     args = parser.parse_args(argv)
     model = load_model(load_weights(default_cache_dir()), torch.device("cpu"))
     devices.set_up(model)
@@ -390,9 +407,10 @@ def main(argv: list[str] | None = None) -> None:
             time_to_quality(model, layer, channel, lucid_steps, grid, args.docs)
     if args.lucent:
         print(f"(b') Lucent 0.1.8 render_vis, {lucid_steps} steps, against the default preset")
-        lucent = against_lucent(model, lucid_steps, args.docs)
-        print("(b'') block5_conv2 ch 410: is the lucid preset Lucent?")
-        lucid_against_lucent(model, lucid_steps, lucent[("block5_conv2", 410)])
+        lucent = against_lucent(model, args.units, lucid_steps, args.docs)
+        if ("block5_conv2", 410) in lucent:
+            print("(b'') block5_conv2 ch 410: is the lucid preset Lucent?")
+            lucid_against_lucent(model, lucid_steps, lucent[("block5_conv2", 410)])
     if "c" in args.sections:
         print("(c) 64 channels batched vs one at a time")
         batching(model, "block1_conv2", 8 if args.quick else 16)
