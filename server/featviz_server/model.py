@@ -63,7 +63,8 @@ class VGG16(nn.Sequential):
 
     def cut(self, layer: str) -> nn.Sequential:
         """The network up to and including `layer` (sharing this model's modules and mode)."""
-        stop = layer_index(layer_named(layer).name) + 2  # + preprocess, inclusive
+        layer_named(layer)  # a ValueError naming an unknown layer
+        stop = layer_index(layer) + 2  # + preprocess, inclusive
         return nn.Sequential(OrderedDict(list(self.named_children())[:stop])).train(self.training)
 
     def load_weights(self, weights: Weights) -> VGG16:
