@@ -135,7 +135,7 @@ def test_cut_of_an_unknown_layer_names_it(model: VGG16) -> None:
 def test_the_layer_channel_and_unit_rules_name_the_field_and_what_it_may_be() -> None:
     layer = layer_named("block2_conv1", "expression.terms[0].layer")
     check_channel(layer, 127, "channels[0]")
-    check_position("block5_conv1", (7, 7), 128, "objective.neuron")
+    check_position(layer_named("block5_conv1"), (7, 7), 128, "objective.neuron")
     with pytest.raises(ValueError, match=r"^terms\[1\]\.layer: unknown layer 'conv9'; valid lay"):
         layer_named("conv9", "terms[1].layer")
     with pytest.raises(
@@ -146,7 +146,7 @@ def test_the_layer_channel_and_unit_rules_name_the_field_and_what_it_may_be() ->
         ValueError,
         match=r"^objective\.neuron_y: 8 is outside 0..7 \(block5_conv1 is 8x8 at 128 px\)$",
     ):
-        check_position("block5_conv1", (0, 8), 128, "objective.neuron")
+        check_position(layer_named("block5_conv1"), (0, 8), 128, "objective.neuron")
 
 
 def test_model_holds_exactly_the_verified_weights(model: VGG16) -> None:

@@ -110,14 +110,14 @@ def check_channel(layer: Layer, channel: int, field: str) -> None:
         )
 
 
-def check_position(layer: str, position: tuple[int, int], size: int, field: str) -> None:
+def check_position(layer: Layer, position: tuple[int, int], size: int, field: str) -> None:
     """A ValueError "`field`_x: ..." (or _y) unless the (x, y) unit lies inside `layer`'s output
     for `size`-pixel images."""
-    shape = layer_geometry(layer, size)
+    shape = layer_geometry(layer.name, size)
     sides = (shape.output_width, shape.output_height)
     for axis, value, side in zip("xy", position, sides, strict=True):
         if not 0 <= value < side:
             raise ValueError(
                 f"{field}_{axis}: {value} is outside 0..{side - 1} "
-                f"({layer} is {shape.output_width}x{shape.output_height} at {size} px)"
+                f"({layer.name} is {shape.output_width}x{shape.output_height} at {size} px)"
             )

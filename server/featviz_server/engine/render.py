@@ -67,7 +67,7 @@ def _validate_layer_and_channels(job: Job) -> None:
     for i, channel in enumerate(job.channels):
         check_channel(layer, channel, f"channels[{i}]")
     if job.objective.neuron is not None:
-        check_position(job.layer, job.objective.neuron, job.recipe.size, "objective.neuron")
+        check_position(layer, job.objective.neuron, job.recipe.size, "objective.neuron")
 
 
 def _validate_expression(field: str, expression: Expression, size: int) -> None:
@@ -87,7 +87,7 @@ def _validate_expression(field: str, expression: Expression, size: int) -> None:
         if term.kind in ("channel", "neuron"):
             check_channel(layer, term.channel, f"{at}.channel")
         if term.kind == "neuron" and term.neuron is not None:
-            check_position(layer.name, term.neuron, size, f"{at}.neuron")
+            check_position(layer, term.neuron, size, f"{at}.neuron")
         if term.kind == "direction":
             if len(term.vector) != layer.channels:
                 raise ValueError(

@@ -117,7 +117,7 @@ def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximizatio
         layer=layer.name,
         channels=channels,
         recipe=recipe,
-        objective=_objective(request.objective, layer.name, recipe.size),
+        objective=_objective(request.objective, layer, recipe.size),
         seed=_seed(request),
         images_per_channel=request.images_per_channel or 1,
         init=_init_image(request, recipe.size),
@@ -353,7 +353,7 @@ def _transforms(transforms: pb.Transforms) -> engine.Transforms | None:
     return None if result == schema.IDENTITY_TRANSFORMS else result
 
 
-def _objective(objective: pb.Objective, layer: str, size: int) -> engine.Objective:
+def _objective(objective: pb.Objective, layer: Layer, size: int) -> engine.Objective:
     kind = "channel"
     if objective.kind:
         kind = _enum_value("objective.kind", objective.kind, OBJECTIVE_KINDS, pb.ObjectiveKind)
@@ -364,7 +364,7 @@ def _objective(objective: pb.Objective, layer: str, size: int) -> engine.Objecti
         raise InvalidArgument(name, "only allowed with objective.kind OBJECTIVE_KIND_NEURON")
     neuron = None
     if has_position:
-        shape = layer_geometry(layer, size)
+        shape = layer_geometry(layer.name, size)
         x = objective.neuron_x if objective.HasField("neuron_x") else shape.output_width // 2
         y = objective.neuron_y if objective.HasField("neuron_y") else shape.output_height // 2
         neuron = (x, y)
