@@ -22,7 +22,7 @@
     none may be blank.
 --lucent adds, side by side in the same run:
 (b') Lucent 0.1.8's `render_vis` at its defaults (512 steps) against the default preset, for the
-    two canonical units and one channel of every other conv block (or the units `--units`
+    two canonical units and one channel of every other conv layer (~25 min; or the units `--units`
     names, e.g. `--sections a --lucent --units block3_conv1:41`): each one's time, robust
     activation (engine/measures.py, the same 32 views for both) and plain activation, views ÷
     plain and saturated share, and how much less time the default takes (when its robust
@@ -196,13 +196,22 @@ def reach(
 
 # --- (b') against Lucent, side by side -----------------------------------------------------------
 
-# The canonical units, then one channel of every other conv block that no test names.
+# The canonical units, then one channel of every other conv layer that no test names (the last
+# eight drawn with random.Random(9)).
 LUCENT_UNITS = (
     ("block1_conv2", 14),
     ("block5_conv2", 410),
     ("block2_conv2", 61),
     ("block3_conv3", 123),
     ("block4_conv3", 301),
+    ("block1_conv1", 59),
+    ("block2_conv1", 47),
+    ("block3_conv1", 41),
+    ("block3_conv2", 20),
+    ("block4_conv1", 432),
+    ("block4_conv2", 172),
+    ("block5_conv1", 135),
+    ("block5_conv3", 298),
 )
 
 
@@ -261,7 +270,8 @@ def lucent_image(model: VGG16, layer: str, channel: int, steps: int, **options) 
 
 def default_image(model: VGG16, layer: str, channel: int, preset: str = DEFAULT_PRESET, **kw):
     """A preset's image, timed as a user waits for it (the measures included)."""
-    seconds, result = timed(lambda: render(model, Job(layer, (channel,), recipe(preset, **kw))))
+    job = Job(layer, (channel,), recipe(preset, layer=layer, **kw))
+    seconds, result = timed(lambda: render(model, job))
     note = f"{result.steps} steps, {result.stop_reason.replace('_', ' ')}"
     return Scored(
         seconds,
@@ -353,9 +363,10 @@ def batching(model: VGG16, layer: str, steps: int) -> None:
 
 
 def quality(model: VGG16, layer: str, steps: int | None, docs: bool) -> None:
-    """The default preset on 64 channels of `layer` (`steps`: its own cap when None)."""
+    """The default preset on 64 channels of `layer` (`steps`: its own cap for it when None)."""
     overrides = {} if steps is None else {"steps": steps}
-    result = render(model, Job(layer, tuple(range(64)), recipe(DEFAULT_PRESET, **overrides)))
+    job = Job(layer, tuple(range(64)), recipe(DEFAULT_PRESET, layer=layer, **overrides))
+    result = render(model, job)
     medians = natural_activations(model, layer).median(0).values[:64].numpy()
     activation = np.array(result.activation)
     spread = result.images.reshape(64, -1).std(1)
@@ -387,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         type=units,
         default=LUCENT_UNITS,
         help="with --lucent: the units to compare, e.g. block3_conv1:41,block2_conv2:100 "
-        "(default: the two canonical units and one channel of every other conv block)",
+        "(default: the two canonical units and one channel of every other conv layer)",
     )
     args = parser.parse_args(argv)
     model = load_model(load_weights(default_cache_dir()), torch.device("cpu"))

@@ -207,9 +207,10 @@ def batching(device: str, client_counts: list[int], size: int, steps: int) -> li
 
 def projection(model: VGG16, size: int, measured_at: int, images: int, steps: int) -> dict:
     """Hours for every channel of every conv layer at `size` px, from rates at `measured_at` px
-    (scaled by the number of pixels when they differ) and the default preset's step cap."""
+    (scaled by the number of pixels when they differ) and the default preset's step cap for
+    each layer."""
     device = next(model.parameters()).device
-    cap = recipe(DEFAULT_PRESET).steps
+    caps = {layer.name: recipe(DEFAULT_PRESET, layer=layer.name).steps for layer in CONV_LAYERS}
     scale = (measured_at / size) ** 2
     hours = {}
     for bf16 in precisions(device):
@@ -217,7 +218,7 @@ def projection(model: VGG16, size: int, measured_at: int, images: int, steps: in
         seconds = 0.0
         for layer in CONV_LAYERS:
             rate = image_steps_per_second(model, layer.name, images, measured_at, steps) * scale
-            seconds += layer.channels * cap / rate
+            seconds += layer.channels * caps[layer.name] / rate
         seconds += measure_seconds(model, measured_at, images) / scale * 4224 / images
         hours["bf16" if bf16 else "float32"] = seconds / 3600
     devices.set_up(model, bf16=False)
@@ -225,7 +226,7 @@ def projection(model: VGG16, size: int, measured_at: int, images: int, steps: in
         "images": sum(layer.channels for layer in CONV_LAYERS),
         "size": size,
         "measured_at": measured_at,
-        "steps_per_image": cap,
+        "steps_per_image": caps,
         "hours": hours,
     }
 
@@ -294,7 +295,8 @@ def main() -> None:
     extrapolated = f" (measured at {p['measured_at']} px)" if p["measured_at"] != p["size"] else ""
     print(
         f"(4) every channel of every conv layer: {p['images']} images at {p['size']} px, "
-        f"{p['steps_per_image']} steps each{extrapolated}: {hours}"
+        f"{min(p['steps_per_image'].values())}-{max(p['steps_per_image'].values())} steps "
+        f"each (the default's caps){extrapolated}: {hours}"
     )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

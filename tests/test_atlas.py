@@ -19,6 +19,8 @@ from conftest import TEST_SERVER_ARGS
 from serverproc import ServerProcess, start_server
 from test_cli import _env
 
+from featviz.atlas_site import Channel, Settings, channel_page
+
 LAYERS = ("block1_conv2", "block2_conv1")
 CHANNELS = (0, 1, 2, 3)
 SMALL = ("--layers", ",".join(LAYERS), "--channels", "0-3", "--size", "32", "--steps", "10",
@@ -73,6 +75,17 @@ def test_the_site_has_every_page_image_and_exemplar_and_no_external_reference(si
     for name, data in made.items():
         if name.endswith((".html", ".css", ".js")):
             assert not re.search(rb"(?:src|href)=\"(?:https?:)?//|url\(", data), name
+
+
+def test_a_page_reproduces_the_presets_steps_not_the_steps_a_run_stopped_at() -> None:
+    settings = Settings(size=128, steps=None, preset=None, seed=0, variants=1, diversity=0.0,
+                        exemplars=0)  # fmt: skip
+    record = {"steps": 87, "images": [{"file": "3.png", "seed": 0, "activation": 1.0}]}
+    exemplars = {"collection": "photos", "top": [], "bottom": []}
+    channel = Channel("block1_conv2", 3, record, record, record, exemplars)
+    page = channel_page(channel, settings, None, None)
+    assert "<td>87</td>" in page  # what ran, in the figures
+    assert "featviz maximize block1_conv2 3 --size 128 --seed 0 -o block1_conv2_3.png" in page
 
 
 def test_a_second_run_renders_nothing_and_touches_no_file(

@@ -225,6 +225,17 @@ def test_presets_and_overrides() -> None:
     assert fast.stop_window > 0 and lucid.stop_window == 0 and recipe("classic").stop_window == 0
 
 
+def test_the_default_spends_the_same_compute_on_every_layer_up_to_twice_the_steps() -> None:
+    steps = {name: recipe("fast", layer=name).steps for name in ("block5_conv3", "block5_pool")}
+    assert steps == {"block5_conv3": 96, "block5_pool": 96}  # the budget's own layer
+    # block4_conv1's steps cost 204480 / 305856 of block5_conv3's multiply-adds per pixel.
+    assert recipe("fast", layer="block4_conv1").steps == round(96 * 305856 / 204480) == 144
+    assert recipe("fast", layer="block1_conv2").steps == 192  # 7.9x cheaper, at most twice
+    assert recipe("fast", layer="block1_conv2", steps=40).steps == 40  # a given count is kept
+    assert recipe("fast", {"max_steps": 150}, layer="block1_conv2").steps == 150
+    assert recipe("lucid", layer="block1_conv2").steps == recipe("lucid").steps == 512
+
+
 @pytest.mark.parametrize(
     ("preset", "overrides", "field"),
     [

@@ -87,6 +87,22 @@ def test_default_previews_come_about_ten_times_and_can_omit_images(stub) -> None
     assert kinds(responses)[-2:] == ["final_images", "summary"]
 
 
+def test_a_request_without_steps_runs_the_presets_steps_for_its_deepest_layer(stub) -> None:
+    quick = {"size": 32, "preview_every": 1, "no_preview_images": True}
+    terms = [pb.ObjectiveTerm(kind=pb.TERM_KIND_CHANNEL, layer=name, channel=3)
+             for name in ("block1_conv2", "block4_conv1")]  # fmt: skip
+    requests = {
+        192: pb.MaximizeRequest(layer="block1_conv2", channels=[3], **quick),  # twice block5's
+        144: pb.MaximizeRequest(expression=pb.ObjectiveExpression(terms=terms), **quick),
+        40: pb.MaximizeRequest(layer="block1_conv2", channels=[3], steps=40, **quick),
+    }
+    for steps, request in requests.items():
+        call = stub.Maximize(request, timeout=60)
+        first = next(response for response in call if response.HasField("progress"))
+        call.cancel()
+        assert first.progress.total_steps == steps
+
+
 def test_a_batch_over_4_mib_streams_in_several_messages_within_default_limits(stub) -> None:
     # Classic-preset images after one step are noise: ~180 kB of PNG each, ~4.3 MB in all.
     request = pb.MaximizeRequest(

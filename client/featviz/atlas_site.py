@@ -262,7 +262,8 @@ def _exemplar(exemplar: Record, what: str, value: float) -> str:
 def _command(layer: str, channel: int, settings: Settings, record: Record, kind: str) -> str:
     first = record["images"][0]
     words = ["featviz", "maximize", layer, str(channel), "--size", str(settings.size)]
-    words += ["--steps", str(record["steps"])]
+    if settings.steps:  # else the preset's, which the run may have stopped short of
+        words += ["--steps", str(settings.steps)]
     if settings.preset:
         words += ["--preset", settings.preset]
     words += ["--seed", str(first["seed"])]

@@ -88,6 +88,18 @@ def layer_geometry(name: str, height: int, width: int | None = None) -> LayerGeo
     return geometry(height, width)[layer_index(name)]
 
 
+def multiply_adds(name: str) -> int:
+    """Multiply-adds per input pixel of the network up to and including layer `name` (the cost
+    of a forward pass to it, in proportion to its input's area); KeyError for unknown names."""
+    total, area = 0, 1
+    for layer in LAYERS[: layer_index(name) + 1]:
+        if layer.kind == "pool":
+            area *= 4  # each later output pixel covers 4 more input pixels
+        else:
+            total += layer.in_channels * layer.channels * 9 // area
+    return total
+
+
 def layer_index(name: str) -> int:
     """Position of a layer in forward order; KeyError for unknown names."""
     return LAYERS.index(LAYERS_BY_NAME[name])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
+from ..architecture import CONV_LAYERS, multiply_adds
 from . import schema
 from .job import Recipe, Transforms
 
@@ -38,13 +40,14 @@ PRESETS: dict[str, Recipe] = {
 # featviz's default: Lucid's parameterization, optimized for what a person sees. Every step
 # sees a transformed view (no pad: the canvas stays at the image size; the margin mirrored;
 # shifts of up to 12 px, three times Lucid's) that is also blurred a little, so that detail which
-# only counts at the exact pixels earns nothing; a learning rate 10x Lucid's, cosine-decayed over
-# at most 96 steps; the run stops sooner by itself once every image's smoothed objective stops
-# improving. docs/engine.md says what was tried and what each gave.
+# only counts at the exact pixels earns nothing; a learning rate 8x Lucid's, cosine-decayed over
+# at most 96 steps at the deepest layer (more at shallower ones: STEP_BUDGETS); the run stops
+# sooner by itself once every image's smoothed objective stops improving. docs/engine.md says
+# what was tried and what each gave.
 PRESETS["fast"] = dataclasses.replace(
     PRESETS["lucid"],
     steps=96,
-    learning_rate=0.5,
+    learning_rate=0.4,
     learning_rate_decay="cosine",
     transforms=dataclasses.replace(LUCID_TRANSFORMS, pad=0, jitter=24, reflect=True, blur=0.8),
     stop_window=16,
@@ -52,14 +55,20 @@ PRESETS["fast"] = dataclasses.replace(
 )
 DEFAULT_PRESET = "fast"
 
+# Presets whose `steps` are a budget of compute rather than a count: that many steps at the
+# deepest conv layer and, at a shallower layer, whose steps cost less, as many as the same
+# compute buys, up to this multiple of them. A request that gives `steps` runs that many.
+STEP_BUDGETS: dict[str, float] = {"fast": 2.0}
+
 DESCRIPTIONS = {
     "classic": "the course / Keras-blog method: 128 px grey + noise, gradient / RMS, step 1, "
     "40 steps",
     "lucid": "Lucid's render_vis defaults: Fourier + decorrelated colour, pad/jitter/scale/rotate, "
     "Adam(0.05), 512 steps",
     "fast": "Fourier parameterization with decorrelated colour, blurred views with a mirrored "
-    "margin on every step, a high cosine-decayed learning rate, at most 96 steps, stopping "
-    "early once the objective stops improving",
+    "margin on every step, a high cosine-decayed learning rate, at most 96 steps at "
+    "block5_conv3 and as many more at a shallower layer as its cheaper steps buy (up to 192), "
+    "stopping early once the objective stops improving",
 }
 for _preset in PRESETS.values():
     schema.check(_preset)
@@ -67,9 +76,17 @@ for _preset in PRESETS.values():
 _FIELDS = {field.name for field in dataclasses.fields(Recipe)}
 
 
-def recipe(preset: str, limits: schema.Limits | None = None, **overrides: object) -> Recipe:
+def recipe(
+    preset: str,
+    limits: schema.Limits | None = None,
+    *,
+    layer: str | None = None,
+    **overrides: object,
+) -> Recipe:
     """The named preset with `overrides` applied, checked against `limits` (schema.check);
-    ValueError naming an unknown preset or field, OptionError naming a bad value."""
+    `layer`: the deepest layer the objective reads, which sets the steps of a preset with a
+    budget (`budgeted_steps`, within the limits) unless `overrides` give them. ValueError naming
+    an unknown preset or field, OptionError naming a bad value."""
     if preset not in PRESETS:
         raise ValueError(f"preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     unknown = sorted(set(overrides) - _FIELDS)
@@ -77,4 +94,17 @@ def recipe(preset: str, limits: schema.Limits | None = None, **overrides: object
         raise ValueError(
             f"{unknown[0]}: unknown recipe field (known: {', '.join(sorted(_FIELDS))})"
         )
+    if layer is not None and "steps" not in overrides:
+        most = (limits or {}).get("max_steps", math.inf)
+        budgeted = budgeted_steps(preset, layer)
+        overrides["steps"] = max(PRESETS[preset].steps, min(budgeted, most))
     return schema.check(dataclasses.replace(PRESETS[preset], **overrides), limits)
+
+
+def budgeted_steps(preset: str, layer: str) -> int:
+    """The preset's step count for an objective that reads up to `layer` (STEP_BUDGETS)."""
+    steps = PRESETS[preset].steps
+    if preset not in STEP_BUDGETS:
+        return steps
+    cheaper = multiply_adds(CONV_LAYERS[-1].name) / multiply_adds(layer)
+    return round(steps * min(STEP_BUDGETS[preset], cheaper))

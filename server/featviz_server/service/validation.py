@@ -6,6 +6,7 @@ configured limits, so that a bad request costs nothing and says exactly what to 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections.abc import Iterator
@@ -112,7 +113,7 @@ def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximizatio
         raise InvalidArgument("interpolate_to", "needs an objective expression to start from")
     layer = _layer(request.layer)
     channels = _channels(request, layer, settings)
-    recipe = _recipe(request, settings)
+    recipe = _recipe(request, settings, layer.name)
     job = engine.Job(
         layer=layer.name,
         channels=channels,
@@ -175,6 +176,8 @@ def _expression_maximization(request: pb.MaximizeRequest, settings: Settings) ->
     )
     with _field_errors():
         engine.validate(job)  # the engine's rules: layers, channels, vectors, weights
+    # The preset's steps for the deepest layer read, now that the layers are known to exist.
+    job = dataclasses.replace(job, recipe=_recipe(request, settings, job.cut_layer))
     return _plan(request, job, settings)
 
 
@@ -288,14 +291,17 @@ def limits(settings: Settings) -> schema.Limits:
     return {"max_size": settings.max_size, "max_steps": settings.max_steps}
 
 
-def _recipe(request: pb.MaximizeRequest, settings: Settings) -> engine.Recipe:
-    """The preset with the request's overrides, checked by the schema against the limits."""
+def _recipe(
+    request: pb.MaximizeRequest, settings: Settings, layer: str | None = None
+) -> engine.Recipe:
+    """The preset with the request's overrides, checked by the schema against the limits;
+    `layer`, the deepest layer the objective reads, sets the preset's steps (engine.recipe)."""
     preset = engine.DEFAULT_PRESET
     if request.preset:
         preset = _enum_value("preset", request.preset, PRESETS, pb.Preset)
     overrides = _overrides(request)
     try:
-        return engine.recipe(preset, limits(settings), **overrides)
+        return engine.recipe(preset, limits(settings), layer=layer, **overrides)
     except schema.OptionError as error:
         field = schema.BY_NAME[error.field]
         given = field.name.partition(".")[0] in overrides
