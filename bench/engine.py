@@ -20,6 +20,9 @@
 (d) Quality: all 64 channels of block1_conv2 (the default preset at its defaults) against the
     median activation of each channel over ~120 natural 128-px crops of scikit-image's photos;
     none may be blank.
+(e) Natural photos under the same views (only with --sections e): for each unit that (b')
+    compares, views ÷ plain of the 8 crops of scikit-image's photos (128 px, and 256 px scaled
+    to 128) that excite it most.
 --lucent adds, side by side in the same run:
 (b') Lucent 0.1.8's `render_vis` at its defaults (512 steps) against the default preset, for the
     two canonical units and one channel of every other conv layer (~25 min; or the units `--units`
@@ -33,7 +36,7 @@ Lucent is installed aside, e.g.
     pip install --no-deps --target /tmp/lucent torch-lucent==0.1.8 kornia==0.4.1 decorator
     plus stubs for `torchvision.transforms.Normalize` and `IPython.display` (Lucent imports them;
     neither is used here), then PYTHONPATH=/tmp/lucent .venv/bin/python bench/engine.py --lucent
---sections picks among (a)-(d), e.g. `--sections a --lucent` for the overhead and Lucent only.
+--sections picks among (a)-(e), e.g. `--sections a --lucent` for the overhead and Lucent only.
 """
 
 from __future__ import annotations
@@ -79,6 +82,37 @@ def natural_crops(size: int = 128) -> torch.Tensor:
 def natural_activations(model: VGG16, layer: str, size: int = 128) -> torch.Tensor:
     """Mean activation of every channel of `layer` on every natural crop, (N, C)."""
     return torch.cat([model.cut(layer)(c).mean((2, 3)) for c in natural_crops(size).split(32)])
+
+
+@torch.no_grad()
+def natural_robustness(model: VGG16, chosen: tuple[tuple[str, int], ...], top: int = 8) -> None:
+    """(e) Views ÷ plain of the natural crops that excite each unit most: what an image that
+    shows the unit's feature, not a synthesized one, keeps under the measure's views. The crops:
+    the 128 px ones, and 256 px ones scaled down to 128 px (antialiased)."""
+    crops = torch.cat(
+        [
+            natural_crops(128),
+            torch.nn.functional.interpolate(
+                natural_crops(256), size=128, mode="bicubic", antialias=True
+            ).clamp(0, 1),
+        ]
+    )
+    pixels = (crops * 255).round().to(torch.uint8)
+    for layer, channel in chosen:
+        network = model.cut(layer)
+        term = Channel(layer, (channel,))
+
+        def forward(batch: torch.Tensor, network=network, layer=layer) -> dict[str, torch.Tensor]:
+            return {layer: activations(network, batch)}
+
+        plain = torch.cat([term(forward(c.float() / 255)) for c in pixels.split(32)])
+        best = plain.argsort(descending=True)[:top]
+        ratios = (robust_activation(forward, pixels[best], term) / plain[best]).numpy()
+        print(
+            f"  {layer} ch {channel}: the top {top} of {len(pixels)} crops, views / plain "
+            f"{ratios.mean():.2f} (min {ratios.min():.2f}, max {ratios.max():.2f})",
+            flush=True,
+        )
 
 
 def timed(work: Callable[[], object]) -> tuple[float, object]:
@@ -391,14 +425,15 @@ def main(argv: list[str] | None = None) -> None:
         "--lucent", action="store_true", help="also compare with Lucent 0.1.8 (must be importable)"
     )
     parser.add_argument(
-        "--sections", default="abcd", help="which of the sections (a)-(d) to run (default: all)"
+        "--sections", default="abcd", help="which of the sections (a)-(e) to run (default: a-d)"
     )
     parser.add_argument(
         "--units",
         type=units,
         default=LUCENT_UNITS,
-        help="with --lucent: the units to compare, e.g. block3_conv1:41,block2_conv2:100 "
-        "(default: the two canonical units and one channel of every other conv layer)",
+        help="with --lucent, and for (e): the units to compare, e.g. "
+        "block3_conv1:41,block2_conv2:100 (default: the two canonical units and one channel of "
+        "every other conv layer)",
     )
     args = parser.parse_args(argv)
     model = load_model(load_weights(default_cache_dir()), torch.device("cpu"))
@@ -428,6 +463,9 @@ def main(argv: list[str] | None = None) -> None:
     if "d" in args.sections:
         print("(d) quality of all 64 channels of block1_conv2")
         quality(model, "block1_conv2", 64 if args.quick else None, args.docs)
+    if "e" in args.sections:
+        print("(e) natural photos under the same views: the crops that excite each unit most")
+        natural_robustness(model, args.units)
 
 
 def overheads(model: VGG16, quick: bool) -> None:

@@ -134,12 +134,11 @@ def plan(
     files: SiteFiles,
 ) -> Plan:
     """Check the choice against the model and find the work that is not done yet."""
-    known = {layer.name: layer for layer in description.layers}
     names = list(layers) if layers else [x.name for x in description.layers if x.kind == "conv"]
-    for name in names:
-        if name not in known:
-            raise ValueError(f"layers: unknown layer {name!r}; layers: {', '.join(known)}")
-    chosen = [known[name] for name in names]
+    try:
+        chosen = [description.layer(name) for name in names]
+    except ValueError as error:
+        raise ValueError(f"layers: {error}") from None
     wanted = {}
     for layer in chosen:
         indices = parse_channels(channels) if channels else list(range(layer.channels))

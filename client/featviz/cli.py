@@ -7,6 +7,7 @@ the network) failed, 2 a usage error, 130 interrupted. Errors print one line, no
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -136,16 +137,8 @@ def _maximize(client: Client, args: argparse.Namespace) -> int:
 
 def _objective(client: Client, text: str) -> Objective:
     """The objective written in `text`; a direction asks the server for its layer's size."""
-    layers: dict[str, int] = {}
-
-    def channels(layer: str) -> int:
-        if not layers:
-            layers.update({info.name: info.channels for info in client.describe_model().layers})
-        if layer not in layers:
-            raise ValueError(f"unknown layer {layer!r}; layers: {', '.join(layers)}")
-        return layers[layer]
-
-    return parse_objective(text, channels)
+    describe = functools.cache(client.describe_model)  # asked once, if a direction needs it
+    return parse_objective(text, lambda layer: describe().layer(layer).channels)
 
 
 def _channels_text(channels: list[int]) -> str:

@@ -142,11 +142,13 @@ class ModelDescription:
         )
 
     def layer(self, name: str) -> LayerInfo:
-        """The layer called `name` (KeyError listing the names if there is none)."""
+        """The layer called `name` (a ValueError listing the names if there is none)."""
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise KeyError(f"no layer {name!r}; layers: {', '.join(x.name for x in self.layers)}")
+        raise ValueError(
+            f"unknown layer {name!r}; layers: {', '.join(x.name for x in self.layers)}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of everything."""

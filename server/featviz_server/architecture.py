@@ -94,7 +94,7 @@ def multiply_adds(name: str) -> int:
     total, area = 0, 1
     for layer in LAYERS[: layer_index(name) + 1]:
         if layer.kind == "pool":
-            area *= 4  # each later output pixel covers 4 more input pixels
+            area *= 4  # the layers after it have a quarter of the positions per input pixel
         else:
             total += layer.in_channels * layer.channels * 9 // area
     return total

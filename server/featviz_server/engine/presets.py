@@ -66,9 +66,10 @@ DESCRIPTIONS = {
     "lucid": "Lucid's render_vis defaults: Fourier + decorrelated colour, pad/jitter/scale/rotate, "
     "Adam(0.05), 512 steps",
     "fast": "Fourier parameterization with decorrelated colour, blurred views with a mirrored "
-    "margin on every step, a high cosine-decayed learning rate, at most 96 steps at "
-    "block5_conv3 and as many more at a shallower layer as its cheaper steps buy (up to 192), "
-    "stopping early once the objective stops improving",
+    f"margin on every step, a high cosine-decayed learning rate, at most {PRESETS['fast'].steps} "
+    f"steps at {CONV_LAYERS[-1].name} and as many more at a shallower layer as its cheaper steps "
+    f"buy (up to {round(PRESETS['fast'].steps * STEP_BUDGETS['fast'])}), stopping early once the "
+    "objective stops improving",
 }
 for _preset in PRESETS.values():
     schema.check(_preset)
