@@ -84,6 +84,16 @@ def natural_activations(model: VGG16, layer: str, size: int = 128) -> torch.Tens
     return torch.cat([model.cut(layer)(c).mean((2, 3)) for c in natural_crops(size).split(32)])
 
 
+def unit_reader(
+    model: VGG16, layer: str, channel: int, images: int = 1
+) -> tuple[Callable[[torch.Tensor], dict[str, torch.Tensor]], Channel]:
+    """A forward to `layer` as the engine reads it, and the channel's term for `images` images
+    (for the measures)."""
+    network = model.cut(layer)
+    term = Channel(layer, (channel,) * images)
+    return (lambda batch: {layer: activations(network, batch)}), term
+
+
 @torch.no_grad()
 def natural_robustness(model: VGG16, chosen: tuple[tuple[str, int], ...], top: int = 8) -> None:
     """(e) Views ÷ plain of the natural crops that excite each unit most: what an image that
@@ -99,13 +109,9 @@ def natural_robustness(model: VGG16, chosen: tuple[tuple[str, int], ...], top: i
     )
     pixels = (crops * 255).round().to(torch.uint8)
     for layer, channel in chosen:
-        network = model.cut(layer)
-        term = Channel(layer, (channel,))
-
-        def forward(batch: torch.Tensor, network=network, layer=layer) -> dict[str, torch.Tensor]:
-            return {layer: activations(network, batch)}
-
-        plain = torch.cat([term(forward(c.float() / 255)) for c in pixels.split(32)])
+        forward, term = unit_reader(model, layer, channel, top)
+        plain = torch.cat([forward(c.float() / 255)[layer][:, channel] for c in pixels.split(32)])
+        plain = plain.mean((1, 2))
         best = plain.argsort(descending=True)[:top]
         ratios = (robust_activation(forward, pixels[best], term) / plain[best]).numpy()
         print(
@@ -267,12 +273,7 @@ class Scored:
 def score(model: VGG16, layer: str, channel: int, pixels: np.ndarray, seconds: float) -> Scored:
     """The engine's measures of an (H, W, 3) uint8 image, for an image that Lucent made."""
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
-    network = model.cut(layer)
-    term = Channel(layer, (channel,))
-
-    def forward(batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {layer: activations(network, batch)}
-
+    forward, term = unit_reader(model, layer, channel)
     with torch.no_grad():
         plain = term(forward(x.float() / 255.0)).item()
     robust = robust_activation(forward, x, term).item()

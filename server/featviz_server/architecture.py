@@ -91,13 +91,9 @@ def layer_geometry(name: str, height: int, width: int | None = None) -> LayerGeo
 def multiply_adds(name: str) -> int:
     """Multiply-adds per input pixel of the network up to and including layer `name` (the cost
     of a forward pass to it, in proportion to its input's area); KeyError for unknown names."""
-    total, area = 0, 1
-    for layer in LAYERS[: layer_index(name) + 1]:
-        if layer.kind == "pool":
-            area *= 4  # the layers after it have a quarter of the positions per input pixel
-        else:
-            total += layer.in_channels * layer.channels * 9 // area
-    return total
+    upto = geometry(MIN_INPUT_SIZE)[: layer_index(name) + 1]  # strides do not depend on size
+    convs = [g for g in upto if g.layer.kind == "conv"]
+    return sum(9 * g.layer.in_channels * g.layer.channels // g.stride**2 for g in convs)
 
 
 def layer_index(name: str) -> int:
