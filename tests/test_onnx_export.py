@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from parity import float32_bound
 from skimage import data
 from skimage.transform import resize
 
@@ -78,8 +79,7 @@ def test_onnxruntime_matches_pytorch(
             )
             error, scale = float(np.abs(actual - x.numpy()).max()), float(x.max())
             print(f"  {shape.layer.name:13} max |diff| {error:.2e}  (values up to {scale:.1f})")
-            # As in test_model: beyond 1000, float32 rounding makes the bound relative (1e-6).
-            assert error < max(1e-3, 1e-6 * scale), shape.layer.name
+            assert error < float32_bound(scale), shape.layer.name
 
 
 def test_outputs_are_selectable(session: ort.InferenceSession) -> None:

@@ -107,7 +107,7 @@ class Client(ClientBase):
             result = client.maximize("block1_conv2", [14, 15], size=64, steps=32, seed=1)
             result.save("out/")
             both = featviz.channel("block4_conv3", 12) - 0.5 * featviz.channel("block3_conv3", 40)
-            client.maximize(objective=both, size=128).save("interaction.png")
+            client.maximize(objective=both, size=64, steps=32).save("interaction.png")
         """
         result = None
         for update in self.stream_maximize(layer, channels, **options):
