@@ -21,9 +21,10 @@
     preset's step cap): each layer's image-steps per second at 32 images per step (float32 and
     bf16), times its channels and the steps, plus the robust measure of each image.
 
---device cpu --quick runs every section smaller (64 px, fewer layers, batches, clients and
-steps) so that a test can run it on the CPU in about a minute: there (1) compares the CPU with
-itself and (4) extrapolates from 48 px by the number of pixels, which it says.
+--device cpu --quick runs every section smaller (32 to 64 px, fewer layers, batches, clients
+and steps) so that a test can run it on the CPU in about half a minute: there (1) compares the
+CPU with itself (one run stands for both) and (4) extrapolates from 48 px by the number of
+pixels, which it says.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import asyncio
 import json
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import grpc
@@ -44,7 +45,6 @@ from featviz.v1 import featviz_pb2_grpc as pb_grpc
 from featviz_server.architecture import CONV_LAYERS, LAYERS_BY_NAME
 from featviz_server.engine import DEFAULT_PRESET, Job, Run, advance, recipe, render
 from featviz_server.engine import device as devices
-from featviz_server.engine.measures import robust_activation
 from featviz_server.engine.objectives import Channel
 from featviz_server.model import VGG16, load_model
 from featviz_server.weights import default_cache_dir, load_weights
@@ -94,7 +94,8 @@ def agreement(model: VGG16, cpu_model: VGG16, size: int, steps: int | None) -> l
                 Channel(layer, (channel, channel))({layer: out}).sum().backward()
                 forward[name] = out, x.grad
             job = Job(layer, (channel,), recipe(DEFAULT_PRESET, size=size, steps=steps), seed=0)
-            runs = {"device": render(model, job), "cpu": render(cpu_model, job)}
+            runs = {"device": render(model, job)}
+            runs["cpu"] = runs["device"] if model is cpu_model else render(cpu_model, job)
             plain = {k: r.activation[0] for k, r in runs.items()}
             robust = {k: r.robust_activation[0] for k, r in runs.items()}
             rows.append(
@@ -184,8 +185,17 @@ async def clients_rate(target: str, clients: int, size: int, steps: int) -> floa
 
 def batching(device: str, client_counts: list[int], size: int, steps: int) -> list[dict]:
     rows = []
-    for name, extra in (("batched", ()), ("one at a time", ("--max-batch-images", "1"))):
-        with start_server("--device", device, "--max-size", "512", *extra) as server:
+    flags = {"batched": (), "one at a time": ("--max-batch-images", "1")}
+    with ExitStack() as stack:
+        servers = {  # both start at once; each is measured while the other idles
+            name: stack.enter_context(
+                start_server("--device", device, "--max-size", "512", *extra, wait=False)
+            )
+            for name, extra in flags.items()
+        }
+        for server in servers.values():
+            server.wait_serving()
+        for name, server in servers.items():
             asyncio.run(clients_rate(server.target, 1, size, 4))  # warm-up
             for clients in client_counts:
                 rate = asyncio.run(clients_rate(server.target, clients, size, steps))
@@ -237,7 +247,7 @@ def measure_seconds(model: VGG16, size: int, images: int) -> float:
     pixels = (torch.rand(images, 3, size, size) * 255).to(torch.uint8).to(run.device)
     synchronize(run.device)
     started = time.perf_counter()
-    robust_activation(run.read, pixels, run.unit)
+    run.robust_activation(pixels)
     synchronize(run.device)
     return time.perf_counter() - started
 
@@ -285,7 +295,7 @@ def main() -> None:
 
     print("(3) continuous batching through the server (block3_conv1, one image per client)")
     report["batching"] = batching(
-        args.device, [1, 4] if q else [1, 8, 32], 64 if q else 128, 4 if q else 48
+        args.device, [1, 4] if q else [1, 8, 32], 32 if q else 128, 4 if q else 48
     )
 
     report["projection"] = p = projection(

@@ -44,6 +44,13 @@ def server() -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
+def second_server() -> Iterator[ServerProcess]:
+    """Another server like `server`: a second replica, for the tests that spread work."""
+    with start_server(*TEST_SERVER_ARGS) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A throwaway self-signed certificate for localhost and 127.0.0.1: (cert, key)."""
     directory = tmp_path_factory.mktemp("tls")
@@ -55,3 +62,17 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         check=True, capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="session")
+def secure_server(certificate: tuple[Path, Path]) -> Iterator[ServerProcess]:
+    """A server behind TLS (the `certificate`) that wants the bearer token TOKEN; metrics on."""
+    cert, key = certificate
+    with start_server(
+        "--token", TOKEN, "--tls-cert", str(cert), "--tls-key", str(key), "--metrics-port", "0",
+        root_cert=cert.read_bytes(),
+    ) as process:  # fmt: skip
+        yield process

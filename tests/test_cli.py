@@ -9,16 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import pytest
+from conftest import TOKEN
 from PIL import Image
-from serverproc import ServerError, ServerProcess, start_server
-
-TOKEN = "cli-token"
+from serverproc import ServerError, ServerProcess
 
 
 def featviz(
@@ -56,15 +54,6 @@ def _assert_one_clear_line(stderr: str, *fragments: str) -> None:
     assert lines[0].startswith("featviz"), stderr
     for fragment in fragments:
         assert fragment in lines[0], stderr
-
-
-@pytest.fixture(scope="module")
-def guarded_server(certificate: tuple[Path, Path]) -> Iterator[ServerProcess]:
-    """A server behind TLS that wants a bearer token."""
-    cert, key = certificate
-    args = ("--token", TOKEN, "--tls-cert", str(cert), "--tls-key", str(key))
-    with start_server(*args, root_cert=cert.read_bytes()) as process:
-        yield process
 
 
 @pytest.mark.parametrize(
@@ -176,9 +165,9 @@ def test_server_errors_exit_1_with_one_line(server: ServerProcess) -> None:
 
 
 def test_tls_and_the_token_from_the_flag_or_the_environment(
-    guarded_server: ServerProcess, certificate: tuple[Path, Path]
+    secure_server: ServerProcess, certificate: tuple[Path, Path]
 ) -> None:
-    target, tls = guarded_server.target, ("--tls-ca", str(certificate[0]))
+    target, tls = secure_server.target, ("--tls-ca", str(certificate[0]))
     plaintext = featviz("describe", "--retries", "0", "--token", TOKEN, target=target)
     assert plaintext.returncode == 1
     _assert_one_clear_line(plaintext.stderr, "UNAVAILABLE")

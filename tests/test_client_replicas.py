@@ -4,9 +4,7 @@ whose replica is SIGKILLed mid-run is resubmitted to another and still returns i
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
-import pytest
 from serverproc import ServerProcess, start_server
 
 import featviz
@@ -18,26 +16,19 @@ LONG_RUN = {"size": 64, "steps": 60, "preview_every": 1, "seed": 5}
 REPLICA_ARGS = ("--max-concurrent-runs", "2", "--metrics-port", "0")
 
 
-@pytest.fixture
-def replica() -> Iterator[ServerProcess]:
-    """A second server beside the session's `server`."""
-    with start_server(*REPLICA_ARGS) as process:
-        yield process
-
-
 def _runs_started(server: ServerProcess) -> float:
     return server.metric("featviz_runs_started_total")
 
 
 def test_round_robin_spreads_runs_over_both_replicas(
-    server: ServerProcess, replica: ServerProcess
+    server: ServerProcess, second_server: ServerProcess
 ) -> None:
-    before = [_runs_started(s) for s in (server, replica)]
-    with featviz.Client(f"{server.target},{replica.target}") as client:
+    before = [_runs_started(s) for s in (server, second_server)]
+    with featviz.Client(f"{server.target},{second_server.target}") as client:
         client.describe_model()  # connects to both replicas
         for channel in range(6):
             assert client.maximize("block1_conv2", channel, size=32, steps=2).activations[0] > 0
-    served = [_runs_started(s) - b for s, b in zip((server, replica), before, strict=True)]
+    served = [_runs_started(s) - b for s, b in zip((server, second_server), before, strict=True)]
     assert sum(served) == 6
     assert min(served) >= 2, f"runs per replica: {served}"
 
@@ -65,10 +56,12 @@ def test_a_run_whose_replica_dies_is_resubmitted_and_completes() -> None:
             running[slot].set()
 
     with (
-        start_server(*REPLICA_ARGS) as first,
-        start_server(*REPLICA_ARGS) as second,
+        start_server(*REPLICA_ARGS, wait=False) as first,
+        start_server(*REPLICA_ARGS, wait=False) as second,  # both load their weights at once
         featviz.Client([first.target, second.target]) as client,
     ):
+        first.wait_serving()
+        second.wait_serving()
         client.describe_model()  # connects to both, so that the runs likely go one to each
         threads = [threading.Thread(target=run, args=(client, slot)) for slot in (0, 1)]
         for thread in threads:

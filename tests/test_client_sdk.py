@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import TOKEN
 from serverproc import ServerError, ServerProcess, start_server
 
 import featviz
 from featviz_server.architecture import LAYERS_BY_NAME, TOTAL_PARAMETERS, geometry
 
-TOKEN = "s3cret-token"
 FAST_RETRIES = featviz.RetryPolicy(retries=20, initial_backoff=0.1, max_backoff=0.4)
 
 
@@ -23,13 +23,6 @@ FAST_RETRIES = featviz.RetryPolicy(retries=20, initial_backoff=0.1, max_backoff=
 def client(server: ServerProcess) -> Iterator[featviz.Client]:
     with featviz.Client(server.target) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def guarded_server() -> Iterator[ServerProcess]:
-    """A server that wants a bearer token."""
-    with start_server("--token", TOKEN) as process:
-        yield process
 
 
 @pytest.fixture(scope="module")
@@ -177,14 +170,17 @@ def test_an_unreachable_server_is_retried_then_reported() -> None:
     assert [(u.attempt, u.restarted) for u in updates] == [(1, False), (2, False)]  # type: ignore[union-attr]
 
 
-def test_the_bearer_token_is_required_and_accepted(guarded_server: ServerProcess) -> None:
+def test_the_bearer_token_is_required_and_accepted(
+    secure_server: ServerProcess, certificate: tuple[Path, Path]
+) -> None:
+    target, ca = secure_server.target, certificate[0]
     for token in (None, "wrong"):
         with (
-            featviz.Client(guarded_server.target, token=token) as client,
+            featviz.Client(target, token=token, tls=ca) as client,
             pytest.raises(featviz.Unauthenticated),
         ):
             client.describe_model()
-    with featviz.Client(guarded_server.target, token=TOKEN) as client:
+    with featviz.Client(target, token=TOKEN, tls=ca) as client:
         assert client.describe_model().total_parameters == TOTAL_PARAMETERS
         result = client.maximize("block1_conv2", 14, size=32, steps=2)
         assert result.activations[0] > 0
@@ -277,9 +273,12 @@ async def test_async_client_describes_maximizes_streams_and_downloads(
         assert bad.value.request_id is not None and len(bad.value.request_id) == 32
 
 
-async def test_async_client_needs_the_token_too(guarded_server: ServerProcess) -> None:
-    async with featviz.AsyncClient(guarded_server.target) as client:
+async def test_async_client_needs_the_token_too(
+    secure_server: ServerProcess, certificate: tuple[Path, Path]
+) -> None:
+    target, ca = secure_server.target, certificate[0]
+    async with featviz.AsyncClient(target, tls=ca) as client:
         with pytest.raises(featviz.Unauthenticated):
             await client.describe_model()
-    async with featviz.AsyncClient(guarded_server.target, token=TOKEN) as client:
+    async with featviz.AsyncClient(target, token=TOKEN, tls=ca) as client:
         assert (await client.describe_model()).model_name == "vgg16"

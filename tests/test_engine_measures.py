@@ -10,7 +10,7 @@ import pytest
 import torch
 from skimage import data
 
-from featviz_server.engine import Job, recipe, render
+from featviz_server.engine import Job, Run, recipe, render
 from featviz_server.engine.forward import activations
 from featviz_server.engine.measures import robust_activation, saturated_fraction, views
 from featviz_server.engine.objectives import Channel, Neuron
@@ -83,7 +83,7 @@ def test_robust_activation_is_the_mean_over_the_written_out_views(
     expected /= 32
     pixels = torch.from_numpy(photos).permute(0, 3, 1, 2)
     term = Channel(layer, channels)
-    got = robust_activation(lambda x: {layer: activations(network, x)}, pixels, term)
+    got = robust_activation(lambda x, _: {layer: activations(network, x)}, pixels, term)
     np.testing.assert_allclose(got.numpy(), expected, rtol=2e-4)
     plain = term({layer: activations(network, pixels.float() / 255)})
     assert ((got < plain) & (got > 0.5 * plain)).all()  # photos lose a little, not everything
@@ -94,12 +94,26 @@ def test_robust_activation_takes_any_per_image_term(model: VGG16, photos: np.nda
     pixels = torch.from_numpy(photos).permute(0, 3, 1, 2)
 
     def measure(term):
-        return robust_activation(lambda x: {"block2_conv1": activations(network, x)}, pixels, term)
+        return robust_activation(
+            lambda x, _: {"block2_conv1": activations(network, x)}, pixels, term
+        )
 
     channel = Channel("block2_conv1", (5, 77))
     neuron = Neuron("block2_conv1", (5, 77), 10, 20)
     combined = measure(channel - 0.5 * neuron)
     torch.testing.assert_close(combined, measure(channel) - 0.5 * measure(neuron))
+
+
+def test_a_run_measures_only_each_images_channel_and_gets_the_whole_layers_value(
+    model: VGG16, photos: np.ndarray
+) -> None:
+    run = Run(Job("block1_conv2", (14, 3), recipe("fast", size=SIZE)), model)
+    assert run.target_channels == [14, 3]  # the CPU narrows the cut layer
+    pixels = torch.from_numpy(photos).permute(0, 3, 1, 2)
+    narrowed = run.robust_activation(pixels)
+    whole = robust_activation(lambda x, _: run.read(x), pixels, run.unit)
+    assert run.read(torch.rand(4, 3, SIZE, SIZE), 0)["block1_conv2"].shape[1] == 1  # 1 of 64
+    torch.testing.assert_close(narrowed, whole, rtol=1e-5, atol=0)
 
 
 def test_saturated_fraction_counts_values_at_0_or_255(photos: np.ndarray) -> None:
@@ -117,7 +131,9 @@ def test_every_result_carries_both_measures_of_its_8_bit_images(model: VGG16) ->
     network = model.cut("block2_conv1")
     pixels = torch.from_numpy(result.images).permute(0, 3, 1, 2)
     robust = robust_activation(
-        lambda x: {"block2_conv1": activations(network, x)}, pixels, Channel("block2_conv1", (3, 5))
+        lambda x, _: {"block2_conv1": activations(network, x)},
+        pixels,
+        Channel("block2_conv1", (3, 5)),
     )
     assert result.robust_activation == pytest.approx(robust.tolist(), rel=1e-5)
     assert result.saturated_fraction == pytest.approx(saturated_fraction(pixels).tolist())

@@ -45,7 +45,7 @@ def test_block5_conv2_channel_410_reaches_its_bar_at_96_px_in_two_thirds_of_the_
 def test_every_block1_conv2_channel_beats_the_median_natural_photo(
     model: VGG16, bench: ModuleType
 ) -> None:
-    size = 48
+    size = 32
     fast = recipe("fast", size=size, steps=48)
     result = render(model, Job("block1_conv2", tuple(range(64)), fast))
     natural = bench.natural_activations(model, "block1_conv2", size)

@@ -1,16 +1,11 @@
 """Abuse: a thousand random and malformed requests, structured and as raw bytes, each answered with
 a proper status (never UNKNOWN, INTERNAL or a crash); afterwards the server is healthy and idle.
-And a client that vanishes mid-stream (SIGKILL) must not leave its run behind.
 
 The fuzzed server's limits are tiny, so that the requests which pass validation cost milliseconds.
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -146,7 +141,7 @@ def check_describe(channel: grpc.Channel, request: bytes) -> None:
     assert code in PROPER, f"{code.name}: {details}"
 
 
-@settings(FUZZ, max_examples=450)
+@settings(FUZZ, max_examples=300)
 @given(request=MAXIMIZE)
 def test_random_maximize_requests_get_proper_statuses(
     channel: grpc.Channel, request: pb.MaximizeRequest
@@ -154,7 +149,7 @@ def test_random_maximize_requests_get_proper_statuses(
     check_maximize(channel, request.SerializeToString())
 
 
-@settings(FUZZ, max_examples=350)
+@settings(FUZZ, max_examples=250)
 @given(raw=RAW)
 @example(raw=NEGATIVE_CHANNEL)
 @example(raw=SIZE_AS_STRING)
@@ -176,36 +171,3 @@ def test_server_is_healthy_and_idle_after_fuzzing(server: ServerProcess) -> None
     server.wait_metric("featviz_active_runs", 0.0, timeout=10)
     server.wait_metric("featviz_queue_depth", 0.0, timeout=10)
     assert '"traceback"' not in server.log()
-
-
-CLIENT = textwrap.dedent(
-    """
-    import sys
-    import featviz
-
-    with featviz.Client(sys.argv[1]) as client:
-        # lucid: a run that cannot converge early, so it is surely still going when killed
-        run = client.stream_maximize("block1_conv2", 14, size=64, steps=4000, preset="lucid")
-        for update in run:
-            if isinstance(update, featviz.Progress):
-                print("running", flush=True)
-    """
-)
-
-
-def test_client_killed_mid_stream_frees_its_run() -> None:
-    with start_server("--metrics-port", "0") as server:
-        client = subprocess.Popen(
-            [sys.executable, "-c", CLIENT, server.target], stdout=subprocess.PIPE, text=True
-        )
-        try:
-            assert client.stdout is not None
-            assert client.stdout.readline().strip() == "running"
-            assert server.metric("featviz_active_runs") == 1
-        finally:
-            client.send_signal(signal.SIGKILL)
-            client.wait(10)
-            client.stdout.close()
-        server.wait_metric("featviz_active_runs", 0.0, timeout=10)
-        assert server.metric('featviz_runs_finished_total{status="cancelled"}') == 1
-        assert server.metric("featviz_runs_started_total") == 1

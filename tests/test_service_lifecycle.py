@@ -7,10 +7,10 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
+from conftest import TOKEN
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serverproc import ServerProcess, start_server
 
@@ -24,7 +24,6 @@ from featviz_server.weights import Weights
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-TOKEN = "s3cret-token"
 TINY = {"layer": "block1_conv1", "channels": [0], "size": 32, "steps": 2}
 # The lucid preset never stops before its step count: a run that is surely still going.
 LONG = {"layer": "block2_conv1", "channels": [5], "size": 64, "steps": 400, "preview_every": 1,
@@ -100,8 +99,8 @@ async def test_internal_errors_reach_the_client_without_details(
 
 
 def test_sigterm_drains_finishing_short_runs_and_ending_long_ones() -> None:
-    """A 4000-step run (a minute or more here) cannot finish in the 5 s grace; 20 tiny steps do."""
-    with start_server("--drain-grace", "5", "--max-concurrent-runs", "2") as server:
+    """A 4000-step run (a minute or more here) cannot finish in the 3 s grace; 20 tiny steps do."""
+    with start_server("--drain-grace", "3", "--max-concurrent-runs", "2") as server:
         with server.channel() as channel:
             stub = pb_grpc.FeatureVisualizationServiceStub(channel)
             long = stub.Maximize(pb.MaximizeRequest(**{**LONG, "steps": 4000}, seed=1))
@@ -133,16 +132,6 @@ def test_sigterm_drains_finishing_short_runs_and_ending_long_ones() -> None:
 
 
 # --- bearer token and TLS ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def secure_server(certificate: tuple[Path, Path]) -> Iterator[ServerProcess]:
-    cert, key = certificate
-    with start_server(
-        "--token", TOKEN, "--tls-cert", str(cert), "--tls-key", str(key), "--metrics-port", "0",
-        root_cert=cert.read_bytes(),
-    ) as process:  # fmt: skip
-        yield process
 
 
 @pytest.fixture

@@ -1,11 +1,16 @@
 """Hostile clients and damaged disks (issue 11): a client that reads slowly or not at all costs
-bounded memory and slows nobody; a damaged result cache heals itself; errors that repeat what the
+bounded memory and slows nobody, one killed mid-stream leaves no run behind; a damaged result
+cache heals itself; errors that repeat what the
 client sent stay small; a deadline is told apart from a cancel (tests/test_service_maximize.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,9 +109,9 @@ def test_a_slow_reader_costs_bounded_memory_and_does_not_slow_other_runs() -> No
 
 
 def test_a_client_that_reads_nothing_after_its_run_finished_is_ended(tmp_path: Path) -> None:
-    # 24 classic-preset images of 128 px are ~1.2 MB of noise PNGs: far more than the client's
+    # 8 classic-preset images of 128 px are ~400 kB of noise PNGs: far more than the client's
     # transport takes in without reading (64 KiB without BDP probing).
-    request = pb.MaximizeRequest(layer="block1_conv1", channels=range(24), size=128, steps=1,
+    request = pb.MaximizeRequest(layer="block1_conv1", channels=range(8), size=128, steps=1,
                                  preset=pb.PRESET_CLASSIC, no_preview_images=True)  # fmt: skip
     env = {"FEATVIZ_RESULT_CACHE_MB": "64", "FEATVIZ_RESULT_CACHE_DIR": str(tmp_path)}
     flags = ("--metrics-port", "0", "--unread-result-timeout", "1")
@@ -127,6 +132,44 @@ def test_a_client_that_reads_nothing_after_its_run_finished_is_ended(tmp_path: P
 
 
 # --- a result cache that heals itself ---------------------------------------------------------
+
+
+# A client in a process of its own, killed (SIGKILL) once its run is under way. The lucid preset
+# never stops early: the run is surely still going when the client dies.
+KILLED_CLIENT = textwrap.dedent(
+    """
+    import sys
+    import featviz
+
+    with featviz.Client(sys.argv[1]) as client:
+        run = client.stream_maximize(
+            "block1_conv2", 14, size=64, steps=400, preset="lucid", preview_every=1
+        )
+        for update in run:
+            if isinstance(update, featviz.Progress):
+                print("running", flush=True)
+    """
+)
+
+
+def test_a_client_killed_mid_stream_leaves_no_run_behind(server: ServerProcess) -> None:
+    server.wait_metric("featviz_active_runs", 0.0)
+    cancelled = 'featviz_runs_finished_total{status="cancelled"}'
+    before = [server.metric(cancelled, 0.0), server.metric("featviz_runs_started_total")]
+    client = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CLIENT, server.target], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert client.stdout is not None
+        assert client.stdout.readline().strip() == "running"
+        assert server.metric("featviz_active_runs") == 1
+    finally:
+        client.send_signal(signal.SIGKILL)
+        client.wait(10)
+        client.stdout.close()
+    server.wait_metric("featviz_active_runs", 0.0, timeout=10)
+    after = [server.metric(cancelled), server.metric("featviz_runs_started_total")]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1]
 
 
 @pytest.fixture(scope="module")

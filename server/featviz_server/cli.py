@@ -41,10 +41,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    settings = Settings.from_env().with_args(args)  # a bad setting fails before torch loads
     from .service.logs import configure_logging
     from .service.server import serve
 
-    settings = Settings.from_env().with_args(args)
     configure_logging()
     asyncio.run(serve(settings))
 

@@ -78,15 +78,17 @@ def apply_layer(
     module: nn.Module,
     x: torch.Tensor,
     redirect: torch.Tensor | None = None,
-    channels: Sequence[int] | None = None,
+    channels: Sequence[int] | int | None = None,
 ) -> torch.Tensor:
-    """One module of the network; for a conv layer, `channels` (one per image) narrows its output
-    to each image's own channel, (n, 1, h, w)."""
+    """One module of the network; for a conv layer, `channels` (one per image, or one for every
+    image) narrows its output to each image's own channel, (n, 1, h, w)."""
     if not isinstance(module, ConvReLU):
         return module(x)
     conv = module.conv
     if channels is None:
         y = _convolve(x, conv.weight, conv.bias)
+    elif isinstance(channels, int):
+        y = _convolve(x, conv.weight[channels : channels + 1], conv.bias[channels : channels + 1])
     else:
         y = torch.cat(
             [

@@ -72,45 +72,45 @@ def view_affines(size: int, chosen: tuple[View, ...]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float64).float()
 
 
-def warp_views(images: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
-    """(V, n, 3, h, w): every view of every image, bilinear, reflected at the borders."""
-    n, _, h, w = images.shape
-    v = len(thetas)
-    grid = F.affine_grid(
-        thetas.to(images.device).repeat_interleave(n, 0), [v * n, 3, h, w], align_corners=False
+def view_grids(thetas: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
+    """`grid_sample` grids (V, size, size, 2) of the views `thetas` (V, 2, 3)."""
+    return F.affine_grid(thetas.to(device), [len(thetas), 3, size, size], align_corners=False)
+
+
+def warp_views(image: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+    """(V, 3, h, w): every view of one image (1, 3, h, w), bilinear, reflected at the borders."""
+    tiled = image.expand(len(grids), -1, -1, -1)
+    return F.grid_sample(
+        tiled, grids, mode="bilinear", padding_mode="reflection", align_corners=False
     )
-    tiled = images.repeat(v, 1, 1, 1)
-    warped = F.grid_sample(
-        tiled, grid, mode="bilinear", padding_mode="reflection", align_corners=False
-    )
-    return warped.view(v, n, 3, h, w)
 
 
 @torch.no_grad()
 def robust_activation(
-    forward: Callable[[torch.Tensor], Output],
+    forward: Callable[[torch.Tensor, int], Output],
     pixels: torch.Tensor,
     term: Callable[[Output], torch.Tensor],
 ) -> torch.Tensor:
     """Each image's mean of `term` over the fixed views, (n,).
 
-    `pixels`: the final 8-bit images, (n, 3, h, w) uint8 (or already / 255). `forward` maps a
-    batch of network inputs to what `term` reads; `term` maps the output for n images to n
-    values, image i's from row i alone (as every unit does: diversity and other terms across
-    images are not measured). The output is a tensor, or a dict of tensors (the layers an
-    objective expression reads). The views of one image go through the network a few at a time,
-    at most MAX_CHUNK_PIXELS pixels per forward, so that the measure's memory does not grow with
-    the number of images; each view's output is broadcast to n rows (no copy) and row i read.
+    `pixels`: the final 8-bit images, (n, 3, h, w) uint8 (or already / 255). `forward(views, i)`
+    maps a batch of network inputs, views of image i, to what `term` reads of image i: it may
+    compute only that (the engine computes only the image's own channel of a channel unit's
+    layer). `term` maps the output for n images to n values, image i's from row i alone (as
+    every unit does: diversity and other terms across images are not measured). The output is
+    a tensor, or a dict of tensors (the layers an objective expression reads). The views of
+    one image go through the network a few at a time, at most MAX_CHUNK_PIXELS pixels per
+    forward, so that the measure's memory does not grow with the number of images; each view's
+    output is broadcast to n rows (no copy) and row i read.
     """
     images = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels
-    n = len(images)
-    thetas = view_affines(images.shape[-1], views())
-    per_chunk = _per_chunk(images)
+    n, size = len(images), images.shape[-1]
+    thetas = view_affines(size, views())
     total = torch.zeros(n, dtype=torch.float64, device=images.device)
-    for i in range(n):
-        for chunk in thetas.split(per_chunk):
-            seen = warp_views(images[i : i + 1], chunk).flatten(0, 1)
-            for part in _per_view(forward(seen), n):
+    for chunk in thetas.split(_per_chunk(images)):
+        grids = view_grids(chunk, size, images.device)  # the same for every image
+        for i in range(n):
+            for part in _per_view(forward(warp_views(images[i : i + 1], grids), i), n):
                 total[i] += term(part)[i].double()
     return (total / VIEWS).float().cpu()  # one device sync, not one per view
 

@@ -213,15 +213,15 @@ def objective(job: Job, narrowed: bool = False) -> Term:
     return _compile(job, _slots(job), narrowed)
 
 
-def unit(job: Job) -> Term:
+def unit(job: Job, narrowed: bool = False) -> Term:
     """What users measure as the activation: the units the objective reads (channel, neuron,
     direction terms with their weights; a plain request's unit not negated), without the
-    penalties and the diversity."""
+    penalties and the diversity. `narrowed`: as for `objective`."""
     slots = _slots(job)
     if job.expression is None:
         slots = [((1.0,) * len(job.images), slots[0][1])]
     kept = [slot for slot in slots if slot[1].kind in ("channel", "neuron", "direction")]
-    return _compile(job, kept, narrowed=False)
+    return _compile(job, kept, narrowed)
 
 
 def narrowed_channels(job: Job) -> list[int] | None:

@@ -135,6 +135,7 @@ class Run:
         self.step_objective = (
             objective(job, narrowed=True) if self.target_channels else self.objective
         )
+        self.measured_unit = unit(job, narrowed=True) if self.target_channels else self.unit
         self.step = 0
         self.values = torch.zeros(len(job.images))  # each image's objective at the last step
         self.stopping = EarlyStop(self.recipe, len(job.images))
@@ -223,13 +224,22 @@ class Run:
         shown = display(images, self.recipe.display)
         return images, shown, to_uint8(shown, self.recipe.display)
 
-    def read(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def read(self, images: torch.Tensor, image: int | None = None) -> dict[str, torch.Tensor]:
         """Everything the objective reads of `images` (n, 3, size, size): the layers, and the
-        images under INPUT; no transforms, no redirected ReLUs."""
+        images under INPUT; no transforms, no redirected ReLUs. With `image`, `images` are views
+        of that one image of the run, and the cut layer is narrowed as the steps narrow it, to
+        the image's own channel (what `measured_unit` reads)."""
+        channel = None
+        if image is not None and self.target_channels is not None:
+            channel = self.target_channels[image]
         with devices.autocast(self.model, self.device):
-            output, layers = collect(self.network, images, keep=self.reads)
-        layers[self.job.cut_layer] = output
+            hidden, layers = collect(self.head, images, keep=self.reads)
+            layers[self.job.cut_layer] = apply_layer(self.target, hidden, channels=channel)
         return {**{name: x.float() for name, x in layers.items()}, INPUT: images}
+
+    def robust_activation(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The robust activation of the unit of each of this run's 8-bit images (n, 3, h, w)."""
+        return robust_activation(self.read, pixels, self.measured_unit)
 
     def cancelled(self) -> Cancelled:
         """The error that ends this run before its last step."""
@@ -249,7 +259,7 @@ class Run:
             images=to_numpy(pixels),
             objective=self.objective(layers).tolist(),
             activation=self.unit(layers).tolist(),
-            robust_activation=robust_activation(self.read, pixels, self.unit).tolist(),
+            robust_activation=self.robust_activation(pixels).tolist(),
             saturated_fraction=saturated_fraction(pixels).tolist(),
             stop_reason=self.stop_reason,
             steps=self.step,
