@@ -1,7 +1,7 @@
-"""Hostile clients and damaged disks (issue 11): a client that reads slowly or not at all costs
-bounded memory and slows nobody, one killed mid-stream leaves no run behind; a damaged result
-cache heals itself; errors that repeat what the
-client sent stay small; a deadline is told apart from a cancel (tests/test_service_maximize.py)."""
+"""Hostile clients and damaged disks: a client that reads slowly or not at all costs bounded
+memory and slows nobody, one killed mid-stream leaves no run behind; a damaged result cache heals
+itself; errors that repeat what the client sent stay small; a deadline is told apart from a
+cancel (tests/test_service_maximize.py)."""
 
 from __future__ import annotations
 

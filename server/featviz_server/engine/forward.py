@@ -88,15 +88,20 @@ def apply_layer(
     if channels is None:
         y = _convolve(x, conv.weight, conv.bias)
     elif isinstance(channels, int):
-        y = _convolve(x, conv.weight[channels : channels + 1], conv.bias[channels : channels + 1])
+        y = _convolve_channel(x, conv, channels)
     else:
         y = torch.cat(
             [
-                _convolve(image, conv.weight[c : c + 1], conv.bias[c : c + 1])
+                _convolve_channel(image, conv, c)
                 for image, c in zip(x.split(1), channels, strict=True)
             ]
         )
     return module.relu(y) if redirect is None else _RedirectedReLU.apply(y, redirect)
+
+
+def _convolve_channel(x: torch.Tensor, conv: nn.Conv2d, channel: int) -> torch.Tensor:
+    """Only output `channel` of `conv`, (n, 1, h, w)."""
+    return _convolve(x, conv.weight[channel : channel + 1], conv.bias[channel : channel + 1])
 
 
 def _convolve(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

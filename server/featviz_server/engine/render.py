@@ -229,9 +229,8 @@ class Run:
         images under INPUT; no transforms, no redirected ReLUs. With `image`, `images` are views
         of that one image of the run, and the cut layer is narrowed as the steps narrow it, to
         the image's own channel (what `measured_unit` reads)."""
-        channel = None
-        if image is not None and self.target_channels is not None:
-            channel = self.target_channels[image]
+        channels = self.target_channels
+        channel = None if image is None or channels is None else channels[image]
         with devices.autocast(self.model, self.device):
             hidden, layers = collect(self.head, images, keep=self.reads)
             layers[self.job.cut_layer] = apply_layer(self.target, hidden, channels=channel)
