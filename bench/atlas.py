@@ -3,13 +3,13 @@ atlas' defaults, through one server, through two servers on loopback, and throug
 with continuous batching off (--max-batch-images 1), side by side in one run.
 
     .venv/bin/python bench/atlas.py                              # block1_conv2, all 64 channels
-    .venv/bin/python bench/atlas.py --channels 0-3 --steps 64    # a bounded run (~5 min here)
+    .venv/bin/python bench/atlas.py --channels 0-3 --steps 64    # a bounded run (~5 min, 2 cores)
 
 Each configuration starts its own servers (tests/serverproc.py; result cache off), warms the
 exemplar cache of the layer (a one-off scan, not part of the rate), renders the atlas into a
 fresh folder and times it. Also printed: the mean images per forward/backward that the batcher
-chose (featviz_batch_images from /metrics). On this machine two servers share the same CPU
-cores, so they show the cost of splitting them, not a second device.
+chose (featviz_batch_images from /metrics). The two servers run on one machine and share its
+CPU cores (or its GPU), so they show the cost of splitting them, not the gain of a second device.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Hostile clients and a damaged disk against one featviz server on loopback, bounded in time.
 
-    python bench/chaos.py slow-reader               # the slow-reader bar (issue 11)
+    python bench/chaos.py slow-reader               # a slow reader: bounded memory, slows nobody
     python bench/chaos.py mix --duration 180        # normal, slow, abandoning and deadline
                                                     # clients while the result cache is damaged
 
@@ -40,7 +40,13 @@ from featviz.v1 import featviz_pb2 as pb
 from featviz.v1 import featviz_pb2_grpc as pb_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from serverproc import ServerProcess, start_server  # the test helper that runs a real server
+from serverproc import (  # the test helpers that run a real server and read it
+    ServerProcess,
+    final_pngs,
+    metric_samples,
+    rss_mb,
+    start_server,
+)
 
 OTHER = pb.MaximizeRequest(layer="block2_conv1", channels=[7], size=64, steps=20, seed=1)
 # The normal clients' pool: small runs, repeated, so that the cache answers (and can be damaged).
@@ -61,31 +67,14 @@ LONG = {"layer": "block2_conv1", "size": 64, "steps": 400, "preview_every": 1,
         "preset": pb.PRESET_CLASSIC}  # fmt: skip
 
 
-def rss_mb(server: ServerProcess) -> float:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError("no VmRSS")
-
-
 def metrics(server: ServerProcess, prefix: str = "featviz_") -> dict[str, float]:
     """Every non-zero featviz counter and gauge sample, by name with labels."""
-    import urllib.request
-
     assert server.metrics_url is not None
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        lines = response.read().decode().splitlines()
-    samples = {}
-    for line in lines:
-        name, _, value = line.rpartition(" ")
-        histogram = any(s in name for s in ("_bucket", "_created"))
-        if line.startswith(prefix) and not histogram and float(value):
-            samples[name] = float(value)
-    return samples
-
-
-def final_pngs(responses: list[pb.MaximizeResponse]) -> list[bytes]:
-    return [i.png for r in responses if r.HasField("final_images") for i in r.final_images.images]
+    return {
+        name: value
+        for name, value in metric_samples(server.metrics_url).items()
+        if name.startswith(prefix) and "_bucket" not in name and "_created" not in name and value
+    }
 
 
 # --- slow reader ---------------------------------------------------------------------------------
@@ -117,7 +106,7 @@ def while_running(
     samples, busy = [], []
     started = time.monotonic()
     while server.metric("featviz_active_runs") > 0:
-        samples.append(rss_mb(server))
+        samples.append(rss_mb(server.process.pid))
         if len(busy) < 3 and time.monotonic() - started > 5 * (len(busy) + 1):
             busy.append(round(timed_run(stub, OTHER), 2))
         time.sleep(1)
@@ -136,7 +125,7 @@ def slow_reader(args: argparse.Namespace) -> dict[str, object]:
         stub = pb_grpc.FeatureVisualizationServiceStub(channel)
         timed_run(stub, OTHER)  # warm-up
         idle = [round(timed_run(stub, OTHER), 2) for _ in range(3)]
-        rss: dict[str, object] = {"before": rss_mb(server)}
+        rss: dict[str, object] = {"before": rss_mb(server.process.pid)}
         phases = {}
         for phase, (first, second) in {"slow": (None, 10.0), "control": (0.0, 0.0)}.items():
             started = time.monotonic()
@@ -152,7 +141,7 @@ def slow_reader(args: argparse.Namespace) -> dict[str, object]:
             for reader in readers:
                 reader.start()
             samples, busy = while_running(server, stub)
-            end = rss_mb(server)
+            end = rss_mb(server.process.pid)
             stop.set()
             for call in calls:
                 call.cancel()
@@ -169,7 +158,7 @@ def slow_reader(args: argparse.Namespace) -> dict[str, object]:
                 "messages_read": dict(read),
             }
             time.sleep(3)
-            rss[f"after_{phase}"] = rss_mb(server)
+            rss[f"after_{phase}"] = rss_mb(server.process.pid)
         report |= {
             "other_run_idle_s": idle,
             "rss_mb": rss,
@@ -274,7 +263,7 @@ class Mix:
     async def rss(self, every: float, samples: dict[str, float]) -> None:
         started = time.monotonic()
         while time.monotonic() < self.end:
-            samples[f"{time.monotonic() - started:.0f}s"] = rss_mb(self.server)
+            samples[f"{time.monotonic() - started:.0f}s"] = rss_mb(self.server.process.pid)
             await asyncio.sleep(every)
 
 
@@ -283,7 +272,7 @@ def mix(args: argparse.Namespace) -> dict[str, object]:
         cache = Path(tmp)
         env = {"FEATVIZ_RESULT_CACHE_MB": "64", "FEATVIZ_RESULT_CACHE_DIR": str(cache)}
         with start_server("--metrics-port", "0", *args.server_args, env=env) as server:
-            rss: dict[str, float] = {"0s_before": rss_mb(server)}
+            rss: dict[str, float] = {"0s_before": rss_mb(server.process.pid)}
             chaos = Mix(server, cache, time.monotonic() + args.duration)
 
             async def everything() -> None:
@@ -299,7 +288,7 @@ def mix(args: argparse.Namespace) -> dict[str, object]:
             wall = time.monotonic() - started
             server.wait_metric("featviz_active_runs", 0, timeout=120)
             time.sleep(2)
-            rss["after"] = rss_mb(server)
+            rss["after"] = rss_mb(server.process.pid)
             server_metrics = metrics(server)
             alive = server.process.poll() is None
             tracebacks = server.log().count('"traceback"')

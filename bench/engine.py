@@ -1,6 +1,6 @@
 """Engine benchmark: per-step overhead, time to quality, batching, and the quality bars.
 
-    .venv/bin/python bench/engine.py            # the issue's figures (~10 min on 2 quiet cores)
+    .venv/bin/python bench/engine.py            # the full-size figures (~10 min on 2 quiet cores)
     .venv/bin/python bench/engine.py --quick    # the same sections, smaller (~2 min)
     .venv/bin/python bench/engine.py --docs     # also write docs/*.png
 
@@ -16,8 +16,8 @@
     `lucid` preset runs 512 steps; its final activation (mean of the channel on the final 8-bit
     image, no transforms) is the target. The `fast` preset then runs with growing step counts;
     the first that reaches the target gives the time. Also printed: the ratio of network input
-    pixels processed (independent of machine load), and the `fast` preset's 256-step figure
-    against the issue's bars.
+    pixels processed (independent of machine load), and the `fast` preset's 256-step activation,
+    which must be >= the unit's quality bar (BARS).
 (c) Batching: all 64 channels of block1_conv2 as one job vs 64 one-channel jobs (images/s).
 (d) Quality: all 64 channels of block1_conv2 (the default preset at its defaults) against the
     median activation of each channel over ~120 natural 128-px crops of scikit-image's photos;
@@ -64,6 +64,8 @@ from featviz_server.model import VGG16, load_model
 from featviz_server.weights import default_cache_dir, load_weights
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+# The canonical units and their quality bars: the `fast` preset's activation after 256 steps at
+# 128 px must be >= the bar (section (b); bench/gpu.py and tests/test_engine_quality.py read it).
 BARS = {("block1_conv2", 14): 230.0, ("block5_conv2", 410): 1600.0}
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 
@@ -136,7 +138,7 @@ def overhead(
     model: VGG16, layer: str, channels: tuple[int, ...], steps: int
 ) -> tuple[float, float]:
     """Engine time over a whole `fast` run divided by the same number of bare forward+backward
-    passes (1) of the cut network (the issue's ratio) and (2) of what the engine computes (only
+    passes (1) of the cut network (must be <= 1.15) and (2) of what the engine computes (only
     each image's own channel of the target layer): its own cost. The three alternate step by
     step, so that background load hits them alike."""
     job = Job(layer, channels, recipe("fast", steps=steps))

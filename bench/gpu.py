@@ -50,9 +50,9 @@ from featviz_server.model import VGG16, load_model
 from featviz_server.weights import default_cache_dir, load_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from engine import BARS  # bench/engine.py: the canonical units and their quality bars
 from serverproc import start_server  # the test helper that runs a real server
 
-CANONICAL = (("block1_conv2", 14, 230.0), ("block5_conv2", 410, 1600.0))  # layer, channel, bar
 GRADIENT_TOLERANCE = 1e-3  # largest difference / largest CPU value
 RUN_TOLERANCE = 0.15  # plain and robust activation, relative to the CPU's
 
@@ -73,6 +73,17 @@ def exact_float32():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@contextmanager
+def bf16_autocast(model: VGG16, on: bool):
+    """The engine's forward passes of `model` under bf16 autocast (`on`, CUDA) or not, for the
+    block: `model.bf16` is what the engine reads on every step (`devices.set_up` sets it once)."""
+    saved, model.bf16 = model.bf16, on
+    try:
+        yield
+    finally:
+        model.bf16 = saved
+
+
 def relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
     got, expected = got.detach().float().cpu(), expected.detach().float().cpu()
     return ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
@@ -85,7 +96,7 @@ def agreement(model: VGG16, cpu_model: VGG16, size: int, steps: int | None) -> l
     rows = []
     generator = torch.Generator().manual_seed(0)
     with exact_float32():
-        for layer, channel, bar in CANONICAL:
+        for (layer, channel), bar in BARS.items():
             pixels = torch.rand(2, 3, size, size, generator=generator)
             forward = {}
             for name, net in (("device", model), ("cpu", cpu_model)):
@@ -150,13 +161,12 @@ def throughput(
     device = next(model.parameters()).device
     rows = []
     for bf16 in precisions(device):
-        devices.set_up(model, bf16=bf16)
-        for layer in layers:
-            for images in batches:
-                rate = image_steps_per_second(model, layer, images, size, steps)
-                rows.append({"layer": layer, "images": images, "bf16": bf16, "rate": rate})
-                print(f"  {layer:<13} x{images:<3} bf16 {bf16!s:<5} {rate:9.1f} image-steps/s")
-    devices.set_up(model, bf16=False)
+        with bf16_autocast(model, bf16):
+            for layer in layers:
+                for images in batches:
+                    rate = image_steps_per_second(model, layer, images, size, steps)
+                    rows.append({"layer": layer, "images": images, "bf16": bf16, "rate": rate})
+                    print(f"  {layer:<13} x{images:<3} bf16 {bf16!s:<5} {rate:9.1f} image-steps/s")
     return rows
 
 
@@ -222,18 +232,18 @@ def projection(model: VGG16, size: int, measured_at: int, images: int, steps: in
     device = next(model.parameters()).device
     caps = {layer.name: recipe(DEFAULT_PRESET, layer=layer.name).steps for layer in CONV_LAYERS}
     scale = (measured_at / size) ** 2
+    total = sum(layer.channels for layer in CONV_LAYERS)
     hours = {}
     for bf16 in precisions(device):
-        devices.set_up(model, bf16=bf16)
         seconds = 0.0
-        for layer in CONV_LAYERS:
-            rate = image_steps_per_second(model, layer.name, images, measured_at, steps) * scale
-            seconds += layer.channels * caps[layer.name] / rate
-        seconds += measure_seconds(model, measured_at, images) / scale * 4224 / images
+        with bf16_autocast(model, bf16):
+            for layer in CONV_LAYERS:
+                rate = image_steps_per_second(model, layer.name, images, measured_at, steps)
+                seconds += layer.channels * caps[layer.name] / (rate * scale)
+            seconds += measure_seconds(model, measured_at, images) / scale * total / images
         hours["bf16" if bf16 else "float32"] = seconds / 3600
-    devices.set_up(model, bf16=False)
     return {
-        "images": sum(layer.channels for layer in CONV_LAYERS),
+        "images": total,
         "size": size,
         "measured_at": measured_at,
         "steps_per_image": caps,
@@ -268,8 +278,10 @@ def main() -> None:
     weights = load_weights(default_cache_dir())
     cpu_model = load_model(weights, torch.device("cpu"))
     devices.set_up(cpu_model)
-    model = cpu_model if device.type == "cpu" else load_model(weights, device)
-    devices.set_up(model)
+    model = cpu_model
+    if device.type != "cpu":
+        model = load_model(weights, device)
+        devices.set_up(model)  # bf16 off: sections (2) and (4) switch it with bf16_autocast
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name}, torch {torch.__version__}")
     report: dict[str, object] = {"device": name, "torch": torch.__version__, "quick": q}

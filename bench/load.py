@@ -21,7 +21,6 @@ import random
 import shlex
 import sys
 import time
-import urllib.request
 from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -30,7 +29,12 @@ from pathlib import Path
 import featviz
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from serverproc import start_server  # the test helper that runs a real server
+from serverproc import (  # the test helpers that run a real server and read it
+    ServerError,
+    metric_samples,
+    rss_mb,
+    start_server,
+)
 
 
 @dataclass
@@ -55,23 +59,18 @@ class Server:
     pid: int | None
 
     def rss_mb(self) -> float | None:
-        """Resident set size from /proc (Linux), in MiB; None when the process is unknown."""
+        """Resident set size from /proc (Linux), in MiB; None when the process is unknown or has
+        exited."""
         if self.pid is None:
             return None
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        return None
+        try:
+            return rss_mb(self.pid)
+        except ServerError:  # exited, not yet reaped: no VmRSS
+            return None
 
     def metric(self, name: str) -> float | None:
-        """One unlabelled sample of the server's /metrics; None without a metrics URL."""
-        if self.metrics_url is None:
-            return None
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
-        return None
+        """One sample of the server's /metrics; None without a metrics URL or that sample."""
+        return None if self.metrics_url is None else metric_samples(self.metrics_url).get(name)
 
     async def wait_idle(self, timeout: float) -> float | None:
         """Active runs once they drop to zero, or after `timeout` seconds (None: no metrics)."""

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,8 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+
+from featviz.v1 import featviz_pb2
 
 LISTENING = re.compile(r"^featviz-server listening on (\S+):(\d+)$")
 METRICS = re.compile(r"^featviz-server metrics on (\S+)$")
@@ -73,14 +75,10 @@ class ServerProcess:
         'featviz_runs_finished_total{status="ok"}'; `default` if absent (labels not used yet)."""
         if self.metrics_url is None:
             raise ServerError("started without --metrics-port")
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
-            text = response.read().decode()
-        for line in text.splitlines():
-            if line.startswith(sample + " "):
-                return float(line.rsplit(" ", 1)[1])
-        if default is None:
+        value = metric_samples(self.metrics_url).get(sample, default)
+        if value is None:
             raise ServerError(f"no sample {sample} in {self.metrics_url}")
-        return default
+        return value
 
     def wait_metric(self, sample: str, value: float, timeout: float = 60.0) -> None:
         """Poll until the sample equals `value` (e.g. active runs back to 0)."""
@@ -189,6 +187,32 @@ def attach(
     raise ServerError(
         f"server exited ({process.returncode}) before listening\n{log_path.read_text()}"
     )
+
+
+def metric_samples(metrics_url: str) -> dict[str, float]:
+    """Every sample of a server's /metrics, by name with labels as written there, e.g.
+    'featviz_runs_finished_total{status="ok"}'."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    samples = {}
+    for line in lines:
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def rss_mb(pid: int) -> float:
+    """The resident set size of process `pid` in MiB, to 0.1 MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise ServerError(f"process {pid} has no VmRSS (it has exited)")
+
+
+def final_pngs(responses: Iterable[featviz_pb2.MaximizeResponse]) -> list[bytes]:
+    """The PNGs of a Maximize stream's final images, in order."""
+    return [i.png for r in responses if r.HasField("final_images") for i in r.final_images.images]
 
 
 def bad_request(error: grpc.RpcError) -> error_details_pb2.BadRequest:

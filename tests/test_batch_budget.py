@@ -1,11 +1,18 @@
 """The batcher's budget follows what the device does well: it tries each budget in turn, then
-keeps the one that advances the most images per second, per batch key, and learns again later."""
+keeps the one that advances the most images per second, per batch key, and learns again later;
+a batch that runs out of memory is never tried again, and its clients are told to retry."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from featviz_server.service.scheduler import BatchBudget
+import pytest
+import torch
+
+from featviz_server import engine
+from featviz_server.model import VGG16
+from featviz_server.service.metrics import Metrics
+from featviz_server.service.scheduler import BatchBudget, Overloaded, Scheduler
 
 KEY = ("block1_conv2", 128, "cpu")
 
@@ -60,3 +67,38 @@ def test_timings_are_learnt_again_after_a_while() -> None:
     assert budget.images(KEY) == 1
     used = settle(budget, lambda images: 0.01, BatchBudget.RELEARN_STEPS)  # batching pays now
     assert used[-1] == 4
+
+
+def test_a_batch_that_ran_out_of_memory_is_never_reached_again() -> None:
+    budget = BatchBudget(64)
+    budget.too_many(KEY, 40)
+    gpu = lambda images: 0.01 + 0.0002 * images  # noqa: E731 - batching pays: the most wins
+    used = settle(budget, gpu)
+    assert max(used) == 32 and used[-5:] == [32] * 5
+    budget.too_many(KEY, 1)
+    assert budget.images(KEY) == 1  # one image a batch is the least
+
+
+async def test_a_batch_that_runs_out_of_memory_tells_its_client_to_retry(
+    model: VGG16, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def out_of_memory(runs: list[engine.Run]) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine, "advance", out_of_memory)
+    scheduler = Scheduler(
+        model,
+        Metrics(),
+        max_active=1,
+        queue_size=1,
+        retry_after=1.5,
+        max_batch_images=8,
+        pending_updates=4,
+        pending_bytes=1 << 20,
+    )
+    job = engine.Job("block1_conv2", (0, 1), engine.recipe("fast", size=32, steps=2))
+    with pytest.raises(Overloaded, match="ran out of memory") as raised:
+        async for _ in scheduler.run(job, progress_every=0):
+            pass
+    assert raised.value.retry_after == 1.5
+    await scheduler.drain(grace=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import subprocess
 import sys
 import typing
@@ -102,7 +103,7 @@ def test_options_land_in_their_request_fields() -> None:
     assert request.options.parameterization == pb.PARAMETERIZATION_PIXEL
     assert request.options.optimizer == pb.OPTIMIZER_NORMALIZED_ASCENT
     assert request.options.learning_rate == 1.0
-    assert request.options.transforms == pb.Transforms(jitter=4, scale_min=1.0, scale_max=1.0)
+    assert request.options.transforms == pb.Transforms(jitter=4)  # the rest 0: off
     assert request.no_preview_images
     assert not request.options.HasField("l1")
 
@@ -110,7 +111,7 @@ def test_options_land_in_their_request_fields() -> None:
 def test_transforms_false_means_no_augmentation() -> None:
     request = maximize_request("block1_conv2", 0, {"transforms": False})
     assert request.options.HasField("transforms")
-    assert request.options.transforms == pb.Transforms(scale_min=1.0, scale_max=1.0)
+    assert request.options.transforms == pb.Transforms()  # every one 0: off
 
 
 @pytest.mark.parametrize(
@@ -223,7 +224,7 @@ def test_every_cli_flag_reaches_the_request() -> None:
     assert request.preset == pb.PRESET_CLASSIC
     assert (request.objective.neuron_x, request.objective.neuron_y) == (1, 2)
     assert request.options.HasField("decorrelate") and not request.options.decorrelate
-    assert request.options.transforms == pb.Transforms(pad=2, scale_min=1.0, scale_max=1.2)
+    assert request.options.transforms == pb.Transforms(pad=2, scale_max=1.2)
     assert request.options.redirect_relu_steps == 5
 
 
@@ -338,6 +339,8 @@ def test_retry_policy_retries_only_what_says_not_now() -> None:
     busy, down = Overloaded("full"), Unavailable("down")
     assert policy.delay(1, busy, started=False) is not None
     assert policy.delay(1, busy, started=True) is None  # a started run is never "full"
+    out_of_memory = Overloaded("device out of memory", retry_delay=1.0)
+    assert policy.delay(1, out_of_memory, started=True) is not None  # the server says when
     assert policy.delay(1, down, started=True) is not None  # replica died: resubmit
     assert policy.delay(1, InvalidArgument("bad"), started=False) is None
     assert policy.delay(4, down, started=False) is None  # out of retries
@@ -460,6 +463,25 @@ def test_a_download_appears_only_when_its_sha256_matches(tmp_path: Path) -> None
             download.feed(chunk)
         download.finish()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # nothing half-written
+
+
+def test_a_call_that_fails_before_its_first_chunk_raises_its_own_error() -> None:
+    with pytest.raises(Unavailable, match="server down"), OnnxDownload(".", None):
+        raise Unavailable("server down")
+
+
+def test_a_result_without_robust_activations_has_unknown_robustness() -> None:
+    assembler = RunAssembler("block1_conv2")
+    assembler.feed(
+        pb.MaximizeResponse(final_images=pb.FinalImages(images=[_image(0, 3), _image(1, 4)]))
+    )
+    summary = _summary()
+    summary.summary.ClearField("robust_activation")
+    (finished,) = assembler.feed(summary)
+    assert isinstance(finished, Finished)
+    assert finished.result.robust_activations == ()
+    assert all(math.isnan(ratio) for ratio in finished.result.robustness)
+    assert len(finished.result.robustness) == 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ from serverproc import ServerProcess
 from test_cli import featviz
 
 import featviz as sdk
-from featviz.options import IDENTITY_TRANSFORMS, OPTIONS
+from featviz.options import OPTIONS, TRANSFORM_TYPES, maximize_request
+from featviz_server.config import Settings
 from featviz_server.engine import PRESETS, Recipe, Transforms, recipe, schema
 from featviz_server.engine.schema import OptionError
+from featviz_server.service import validation
 
 LIMITS = {"max_size": 256, "max_steps": 400}  # the test server's (conftest.TEST_SERVER_ARGS)
 
@@ -82,7 +84,7 @@ def test_the_sdk_option_table_matches_the_described_schema(
     settable = [f for f in description.recipe_fields if f.request_field]
     for field in settable:
         if field.name.startswith("transforms."):
-            assert field.name.partition(".")[2] in IDENTITY_TRANSFORMS
+            assert field.name.partition(".")[2] in TRANSFORM_TYPES
             continue
         name, option = by_path[field.request_field]
         assert option.help.startswith(field.help), name
@@ -95,9 +97,24 @@ def test_the_sdk_option_table_matches_the_described_schema(
         option.path for option in OPTIONS.values() if option.path.startswith("options.")
     }
     assert sdk_recipe_options <= recipe_paths | {"options.transforms"}
-    assert set(IDENTITY_TRANSFORMS) == {
+    assert set(TRANSFORM_TYPES) == {
         f.name.partition(".")[2] for f in settable if f.name.startswith("transforms.")
     }
+
+
+@pytest.mark.parametrize(
+    ("given", "transforms"),
+    [
+        ({}, None),  # every augmentation off: none at all
+        ({"jitter": 4}, dataclasses.replace(schema.IDENTITY_TRANSFORMS, jitter=4)),
+        ({"scale_max": 1.5}, dataclasses.replace(schema.IDENTITY_TRANSFORMS, scale_max=1.5)),
+    ],
+)
+def test_the_augmentations_a_client_leaves_unnamed_are_off(
+    given: dict[str, float], transforms: Transforms | None
+) -> None:
+    request = maximize_request("block1_conv2", 0, {"preset": "lucid", "transforms": given})
+    assert validation.maximization(request, Settings()).job.recipe.transforms == transforms
 
 
 def test_the_cli_prints_every_option_with_its_range_and_preset_values(

@@ -1,4 +1,4 @@
-"""Continuous batching, fairness, the result cache and in-flight de-duplication (issue 5)."""
+"""Continuous batching, fairness, the result cache and in-flight de-duplication."""
 
 from __future__ import annotations
 
@@ -159,13 +159,14 @@ def job(seed: int) -> engine.Job:
 
 def test_the_cache_keys_on_everything_and_stays_within_its_bound(tmp_path: Path) -> None:
     entry_bytes = 64 * 64 * 3 + 1000  # one 64 px image plus its facts
-    cache = ResultCache(tmp_path, 3 * entry_bytes, "sha-a")
+    cache = ResultCache(tmp_path, 3 * entry_bytes, "sha-a cpu")
     cache.put(job(1), result(1))
     stored = cache.get(job(1))
     assert stored is not None and stored.objective == [1.0] and stored.steps == 5
     np.testing.assert_array_equal(stored.images, result(1).images)
     assert cache.get(job(2)) is None
-    assert ResultCache(tmp_path, 3 * entry_bytes, "sha-b").get(job(1)) is None  # other weights
+    for other in ("sha-b cpu", "sha-a cuda bf16"):  # other weights, or computed otherwise
+        assert ResultCache(tmp_path, 3 * entry_bytes, other).get(job(1)) is None
 
     for seed in (2, 3, 4, 5):
         cache.put(job(seed), result(seed))

@@ -184,3 +184,6 @@ def test_a_collection_without_a_readable_photo_is_refused_by_name(
     scanner = Scanner(model, lambda: directory(tmp_path / "photos"), CROP, tmp_path / "c", "w")
     with pytest.raises(EmptyCollection, match=r"photos \(1 files, 1 unreadable\)"):
         scanner.layer("block1_conv1")
+    gone = Scanner(model, lambda: directory(tmp_path / "gone"), CROP, tmp_path / "c", "w")
+    with pytest.raises(EmptyCollection, match="gone is not a directory"):
+        gone.is_cached("block1_conv1")

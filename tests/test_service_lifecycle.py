@@ -99,7 +99,7 @@ async def test_internal_errors_reach_the_client_without_details(
 
 
 def test_sigterm_drains_finishing_short_runs_and_ending_long_ones() -> None:
-    """A 4000-step run (a minute or more here) cannot finish in the 3 s grace; 20 tiny steps do."""
+    """A 4000-step run (minutes on a CPU) cannot finish in the 3 s grace; 20 tiny steps do."""
     with start_server("--drain-grace", "3", "--max-concurrent-runs", "2") as server:
         with server.channel() as channel:
             stub = pb_grpc.FeatureVisualizationServiceStub(channel)

@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from serverproc import ServerProcess, bad_request, start_server
+from serverproc import ServerProcess, bad_request, final_pngs, rss_mb, start_server
 
 from featviz.v1 import featviz_pb2 as pb
 from featviz.v1 import featviz_pb2_grpc as pb_grpc
@@ -28,18 +28,6 @@ from featviz_server.service.mailbox import Mailbox
 from featviz_server.service.metrics import Metrics
 from featviz_server.service.result_cache import ResultCache
 from featviz_server.service.scheduler import Finished, Queued
-
-
-def rss_mb(server: ServerProcess) -> float:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
-def final_pngs(responses: list[pb.MaximizeResponse]) -> list[bytes]:
-    return [i.png for r in responses if r.HasField("final_images") for i in r.final_images.images]
-
 
 # --- backpressure -----------------------------------------------------------------------------
 
@@ -94,12 +82,12 @@ def test_a_slow_reader_costs_bounded_memory_and_does_not_slow_other_runs() -> No
         while server.metric("featviz_optimization_steps_total") < steps + 10:
             time.sleep(0.1)
         beside = timed(stub, OTHER)
-        working_set = rss_mb(server)  # both runs' buffers are allocated by now
+        working_set = rss_mb(server.process.pid)  # both runs' buffers are allocated by now
         assert server.metric("featviz_optimization_steps_total") < steps + 150  # still going
         peak = working_set
         # Until the last step: the final evaluation then takes memory of its own, read or not.
         while server.metric("featviz_optimization_steps_total") < steps + OTHER.steps + 199:
-            peak = max(peak, rss_mb(server))
+            peak = max(peak, rss_mb(server.process.pid))
             time.sleep(0.25)
         server.wait_metric("featviz_active_runs", 0)
         unread.cancel()

@@ -66,7 +66,7 @@ class AsyncClient(ClientBase):
         """Close the channel (cancels calls still running)."""
         await self._channel.close()
 
-    async def describe_model(self, input_size: int = 224) -> ModelDescription:
+    async def describe_model(self, input_size: int = 0) -> ModelDescription:
         """See `Client.describe_model`.
 
         Example::

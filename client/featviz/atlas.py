@@ -34,6 +34,8 @@ from featviz.result import Progress, Update
 KINDS = ("image", "variants", "negative")
 PART_SUFFIX = ".part"
 
+IN_FLIGHT = 8  # runs each target server is kept busy with, by default
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -337,7 +339,7 @@ async def render_atlas(
     *,
     layers: Sequence[str] | None = None,
     channels: str | None = None,
-    in_flight: int = 8,
+    in_flight: int = IN_FLIGHT,
     report: Callable[[float, float, str], None] = lambda done, total, text: None,
 ) -> tuple[int, int]:
     """Render the atlas into `root` (resuming what is there) and return (units rendered now,

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from featviz.aio import AsyncClient
-from featviz.atlas import render_atlas
+from featviz.atlas import IN_FLIGHT, render_atlas
 from featviz.atlas_site import Settings
-from featviz.connection import split_targets
+from featviz.connection import TlsLike, split_targets
 from featviz.options import OPTIONS
 from featviz.progressbar import ProgressBar
 
@@ -53,15 +53,16 @@ def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--in-flight",
         type=int,
-        default=8,
+        default=IN_FLIGHT,
         metavar="N",
-        help="runs kept in flight on each server (default 8)",
+        help=f"runs kept in flight on each server (default {IN_FLIGHT})",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def run_atlas(args: argparse.Namespace, targets: list[str]) -> int:
-    """Render the atlas of `args` through every target; the exit status."""
+def run_atlas(args: argparse.Namespace, targets: list[str], tls: TlsLike) -> int:
+    """Render the atlas of `args` through every target (over TLS as `AsyncClient` takes it); the
+    exit status."""
     settings = Settings(
         size=args.size,
         steps=args.steps,
@@ -73,7 +74,6 @@ def run_atlas(args: argparse.Namespace, targets: list[str]) -> int:
     )
     layers = [name.strip() for name in args.layers.split(",")] if args.layers else None
     bar = ProgressBar("atlas", enabled=not args.quiet)
-    tls = args.tls_ca or args.tls or None
 
     async def main() -> tuple[int, int]:
         clients = [

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from featviz.atlas_cli import add_atlas_arguments, run_atlas
 from featviz.client import Client
-from featviz.connection import DEFAULT_TARGET
+from featviz.connection import DEFAULT_TARGET, TlsLike
 from featviz.description import ModelDescription
 from featviz.errors import FeatvizError, Unauthenticated, Unavailable
 from featviz.objectives import Objective
@@ -25,6 +25,7 @@ from featviz.objectives import parse as parse_objective
 from featviz.options import OPTIONS, parse_channels, suggestion
 from featviz.progressbar import ProgressBar
 from featviz.result import Finished, Progress, Queued, Result, Retrying, Update
+from featviz.retry import RetryPolicy
 
 EXIT_SERVER_ERROR = 1
 EXIT_USAGE = 2
@@ -90,9 +91,12 @@ def _targets(args: argparse.Namespace) -> list[str]:
     return args.target or [os.environ.get("FEATVIZ_TARGET", DEFAULT_TARGET)]
 
 
+def _tls(args: argparse.Namespace) -> TlsLike:
+    return args.tls_ca or args.tls or None
+
+
 def _client(args: argparse.Namespace) -> Client:
-    tls = args.tls_ca or args.tls or None
-    return Client(_targets(args), args.token, tls, args.timeout, args.retries)
+    return Client(_targets(args), args.token, _tls(args), args.timeout, args.retries)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +190,7 @@ def _save_sheet(result: Result, output: Path | None, columns: int | None) -> Pat
 def _print_result(result: Result, paths: Sequence[Path]) -> None:
     robust = result.robust_activations or (float("nan"),) * len(result.images)
     saturated = result.saturated_fractions or (float("nan"),) * len(result.images)
-    ratios = result.robustness or (float("nan"),) * len(result.images)
+    ratios = result.robustness
     print(
         f"{'channel':>7}  {'seed':>4}  {'activation':>10}  {'robust':>10}  {'views/plain':>11}  "
         f"{'saturated':>9}  {'objective':>10}  file"
@@ -303,8 +307,9 @@ def _export_onnx(client: Client, args: argparse.Namespace) -> int:
 
 
 def _atlas(client: Client, args: argparse.Namespace) -> int:
+    """The atlas keeps runs in flight on every target at once: an asynchronous client each."""
     try:
-        return run_atlas(args, _targets(args))
+        return run_atlas(args, _targets(args), _tls(args))
     except ValueError as error:  # a layer or channel the model lacks
         raise _UsageError(str(error)) from None
 
@@ -370,7 +375,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print every optimization option: range and value in each preset",
     )
-    describe.add_argument("--size", type=int, default=224, help="input size (default: 224)")
+    describe.add_argument(
+        "--size", type=int, default=0, help="input size (default: the server's, 224)"
+    )
     describe.set_defaults(command=_describe, subparser=describe)
 
     export = commands.add_parser(
@@ -421,7 +428,11 @@ def _connection_parser() -> argparse.ArgumentParser:
     group.add_argument("--tls-ca", metavar="FILE", help="use TLS with this CA bundle")
     group.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this")
     group.add_argument(
-        "--retries", type=int, default=5, metavar="N", help="retries when busy/unreachable"
+        "--retries",
+        type=int,
+        default=RetryPolicy.retries,
+        metavar="N",
+        help=f"retries when busy/unreachable (default {RetryPolicy.retries})",
     )
     return parser
 

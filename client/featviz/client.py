@@ -36,7 +36,7 @@ class Client(ClientBase):
     gives the same images. `token` is sent as ``authorization: Bearer <token>``; `tls` is None
     (plaintext), True (system CAs), a CA bundle path or `grpc.ChannelCredentials`. `timeout`
     bounds each method call in seconds, retries included. `retries` is a `RetryPolicy` or the
-    number of retries for UNAVAILABLE and (before a run starts) RESOURCE_EXHAUSTED.
+    number of retries for UNAVAILABLE and RESOURCE_EXHAUSTED that says "not now" (RetryPolicy).
 
     Example::
 
@@ -60,8 +60,9 @@ class Client(ClientBase):
         """Close the channel (cancels calls still running)."""
         self._channel.close()
 
-    def describe_model(self, input_size: int = 224) -> ModelDescription:
-        """The network's layers (shapes at `input_size`), parameter counts and weights.
+    def describe_model(self, input_size: int = 0) -> ModelDescription:
+        """The network's layers (shapes at `input_size`; 0: the server's default, 224),
+        parameter counts and weights.
 
         Example::
 

@@ -29,6 +29,7 @@ class OnnxDownload:
         self._on_progress = on_progress
         self._file: BinaryIO | None = None
         self._path = self._requested
+        self._part: Path | None = None  # where the chunks go, once the first one came
 
     def __enter__(self) -> OnnxDownload:
         return self
@@ -41,11 +42,8 @@ class OnnxDownload:
     ) -> None:
         if self._file is not None:
             self._file.close()
-        self._part.unlink(missing_ok=True)  # gone already after a successful finish()
-
-    @property
-    def _part(self) -> Path:
-        return self._path.with_name(self._path.name + ".part")
+        if self._part is not None:
+            self._part.unlink(missing_ok=True)  # gone already after a successful finish()
 
     def feed(self, chunk: featviz_pb2.ExportOnnxResponse | Retrying) -> None:
         """Append a chunk; a restarted call starts the file over."""
@@ -71,6 +69,7 @@ class OnnxDownload:
             self._requested / first.file_name if self._requested.is_dir() else self._requested
         )
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._part = self._path.with_name(self._path.name + ".part")
         self._file = self._part.open("wb")
         self._hash = hashlib.sha256()
         self._received = 0
@@ -82,6 +81,7 @@ class OnnxDownload:
         self._file.close()
         self._file = None
         actual = self._hash.hexdigest()
+        assert self._part is not None
         if self._received != self._total or actual != self._sha256:
             self._part.unlink()
             raise ChecksumMismatch(

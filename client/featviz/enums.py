@@ -10,9 +10,14 @@ def _prefix(enum: EnumTypeWrapper) -> str:
     return enum.keys()[0].removesuffix("UNSPECIFIED")
 
 
+def words(enum: EnumTypeWrapper) -> dict[int, str]:
+    """Every value but UNSPECIFIED with its word, e.g. {1: "classic", 2: "lucid", 3: "fast"}."""
+    return {number: name(enum, number) for number in enum.values()[1:]}
+
+
 def names(enum: EnumTypeWrapper) -> tuple[str, ...]:
     """The words for every value but UNSPECIFIED, e.g. ("classic", "lucid", "fast")."""
-    return tuple(name.removeprefix(_prefix(enum)).lower() for name in enum.keys()[1:])
+    return tuple(words(enum).values())
 
 
 def name(enum: EnumTypeWrapper, value: int) -> str:

@@ -7,6 +7,6 @@ from featviz.result import Result
 
 def robust_activations(result: Result) -> list[float | None]:
     """Each image's transformation-robust activation (RunSummary.robust_activation), or None for
-    each image where the server did not report them (an older server)."""
+    each image when the server did not report them."""
     values = tuple(result.robust_activations)
     return list(values) if len(values) == len(result.images) else [None] * len(result.images)

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from featviz import enums
 from featviz.v1 import featviz_pb2
 
 
@@ -33,7 +34,7 @@ class Term:
 
     def to_proto(self, weight: float) -> featviz_pb2.ObjectiveTerm:
         term = featviz_pb2.ObjectiveTerm(
-            kind=featviz_pb2.TermKind.Value(f"TERM_KIND_{self.kind.upper()}"),
+            kind=enums.value(featviz_pb2.TermKind, self.kind),
             weight=weight,
             layer=self.layer,
             channel=self.channel,

@@ -4,7 +4,8 @@ CLI flags, so that the SDK's keywords and the CLI's flags cannot drift apart.
 Values are only type-checked here; their ranges are the server's business (it knows its limits
 and answers INVALID_ARGUMENT naming the field). The server describes every recipe field, its
 range and each preset's value (`Client.describe_model().recipe_fields`, `featviz describe
---options`); the tests hold this table to that description (request field, type, help).
+--options`); each option here starts its help with the server's (tests/test_recipe_schema.py
+holds the two together).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 
@@ -25,6 +27,14 @@ from featviz.objectives import Objective
 from featviz.v1 import featviz_pb2
 
 ChannelsLike = int | str | Iterable[int]
+
+# Each augmentation's Python type, from the contract; one left unnamed is 0, which means off.
+TRANSFORM_TYPES: dict[str, type] = {
+    field.name: {FieldDescriptor.TYPE_BOOL: bool, FieldDescriptor.TYPE_FLOAT: float}.get(
+        field.type, int
+    )
+    for field in featviz_pb2.Transforms.DESCRIPTOR.fields
+}
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,7 @@ def parse_transforms(text: str) -> dict[str, float] | Literal[False]:
     for item in text.split(","):
         key, _, value = item.partition("=")
         key = key.strip()
-        if isinstance(IDENTITY_TRANSFORMS.get(key), bool):  # reflect=yes / no
+        if TRANSFORM_TYPES.get(key) is bool:  # reflect=yes / no
             transforms[key] = parse_bool(value)
             continue
         try:
@@ -135,8 +145,7 @@ OPTIONS: dict[str, Option] = {
     "transforms": Option(
         Mapping,
         "options.transforms",
-        "augmentations: 'none', or KEY=VALUE,... of pad, jitter, scale_min, scale_max, "
-        "rotate_degrees, final_jitter (the others off)",
+        f"augmentations: 'none', or KEY=VALUE,... of {', '.join(TRANSFORM_TYPES)} (the others off)",
         parse=parse_transforms,
     ),
     "l1": Option(float, "options.l1", "weight of the L1 penalty"),
@@ -149,18 +158,6 @@ OPTIONS: dict[str, Option] = {
     "redirect_relu_steps": Option(
         int, "options.redirect_relu_steps", "steps with gradient through inactive ReLUs"
     ),
-}
-
-# What `transforms={}` leaves unnamed: no augmentation at all.
-IDENTITY_TRANSFORMS: dict[str, bool | int | float] = {
-    "pad": 0,
-    "jitter": 0,
-    "scale_min": 1.0,
-    "scale_max": 1.0,
-    "rotate_degrees": 0.0,
-    "final_jitter": 0,
-    "reflect": False,
-    "blur": 0.0,
 }
 
 
@@ -343,11 +340,10 @@ def _transforms(value: Any) -> featviz_pb2.Transforms:
         value = {}
     if not isinstance(value, Mapping):
         raise TypeError(f"transforms must be a mapping or False, got {value!r}")
-    check_keywords(value, IDENTITY_TRANSFORMS, "transforms")
-    fields = {**IDENTITY_TRANSFORMS, **value}
-    for key, default in IDENTITY_TRANSFORMS.items():
-        _checked(f"transforms[{key!r}]", type(default), fields[key])
+    check_keywords(value, TRANSFORM_TYPES, "transforms")
+    for key, given in value.items():
+        _checked(f"transforms[{key!r}]", TRANSFORM_TYPES[key], given)
     try:
-        return featviz_pb2.Transforms(**fields)
+        return featviz_pb2.Transforms(**value)
     except ValueError:
         raise ValueError(f"transforms out of range: {value!r}") from None

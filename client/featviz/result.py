@@ -61,7 +61,7 @@ class Image:
 @dataclass(frozen=True)
 class Statistics:
     """How the run went on the server. `stop_reason`: "step_limit" (it ran every step it was
-    allowed), "converged" (its objective stopped improving first) or "" (an older server)."""
+    allowed), "converged" (its objective stopped improving first) or "" (not reported)."""
 
     steps: int
     duration_seconds: float
@@ -78,7 +78,7 @@ class Result:
     empty for an objective expression), the
     activation each reaches on its final 8-bit image, final objective values and statistics.
 
-    How each image holds up (empty from an older server): `robust_activations`, the unit's mean
+    How each image holds up (empty when not reported): `robust_activations`, the unit's mean
     over a fixed set of 32 small random views of the image (shifted up to 8 px, zoomed 0.9-1.1x,
     turned up to 10°; the same views for every image, so figures compare across runs),
     `robustness` (robust / plain activation: near 1 for an image that shows its feature, low for
@@ -101,7 +101,10 @@ class Result:
 
     @property
     def robustness(self) -> tuple[float, ...]:
-        """Robust activation / plain activation per image (nan where the plain one is <= 0)."""
+        """Robust activation / plain activation per image (nan where the plain one is <= 0, and
+        for every image when the server reported no robust activations)."""
+        if not self.robust_activations:
+            return (float("nan"),) * len(self.images)
         return tuple(
             robust / plain if plain > 0 else float("nan")
             for robust, plain in zip(self.robust_activations, self.activations, strict=True)

@@ -1,11 +1,11 @@
 """When a failed call is tried again, and after how long.
 
 Only failures that say "not now" are retried: RESOURCE_EXHAUSTED before the run started (the
-server's queue was full; it did no work) and UNAVAILABLE (the server could not be reached, is
-draining, or died). UNAVAILABLE after updates arrived means the replica serving the run went
-away: the run is resubmitted from the start. Runs are deterministic (same request, same seed,
-same images) and read-only, so resubmitting is safe and gives the result the first replica
-would have given.
+server's queue was full; it did no work) or with the server's RetryInfo (its device ran out of
+memory for the run's batch), and UNAVAILABLE (the server could not be reached, is draining, or
+died). Either after updates arrived means the run ended early: it is resubmitted from the
+start. Runs are deterministic (same request, same seed, same images) and read-only, so
+resubmitting is safe and gives the result the first replica would have given.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class RetryPolicy:
         to give up: not retryable, out of retries, or not enough `time_left` before the deadline.
         """
         retryable = isinstance(error, Unavailable) or (
-            isinstance(error, Overloaded) and not started
+            isinstance(error, Overloaded) and (not started or error.retry_delay is not None)
         )
         if not retryable or attempt > self.retries:
             return None

@@ -19,7 +19,8 @@ from .weights import default_cache_dir
 
 # gRPC's default message limit is 4 MiB; one RGB PNG of this side always fits in one message.
 LARGEST_ALLOWED_SIZE = 1024
-# Exemplar crops are thumbnails; at this side even 32 incompressible ones fit one 4 MiB message.
+# Exemplar crops are thumbnails: one, even incompressible (~197 kB at 256 px), is far below a
+# message's budget, and a channel's crops are packed over as many messages as they need.
 LARGEST_EXEMPLAR_SIZE = 256
 
 

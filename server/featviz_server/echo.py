@@ -3,7 +3,7 @@
 A client may send a layer name of megabytes; repeating it whole would make the error itself too
 big for the client's trailer limit (8 KiB by default), so it would get RESOURCE_EXHAUSTED instead
 of the INVALID_ARGUMENT that names its mistake. Every echo of user input goes through `echo`, and
-every error message the servicer sends through `bounded`.
+every error message that may hold one (a bad request's) through `bounded`.
 """
 
 from __future__ import annotations

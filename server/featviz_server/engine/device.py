@@ -18,7 +18,7 @@ from ..model import VGG16
 
 def set_up(model: VGG16, *, bf16: bool = False) -> torch.device:
     """Configure torch and `model` for the model's device; `bf16`: forward passes under bf16
-    autocast on CUDA (faster; no longer bitwise reproducible). Call once, before any run."""
+    autocast on CUDA (faster; not bitwise reproducible). Call once, before any run."""
     device = next(model.parameters()).device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -46,6 +46,12 @@ def autocast(model: VGG16, device: torch.device) -> contextlib.AbstractContextMa
     if device.type == "cuda" and model.bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def arithmetic(model: VGG16) -> str:
+    """How `model` computes, as far as it changes the results: "cpu", "cuda" or "cuda bf16"."""
+    device = next(model.parameters()).device
+    return device.type + (" bf16" if device.type == "cuda" and model.bf16 else "")
 
 
 def describe(device: torch.device) -> str:

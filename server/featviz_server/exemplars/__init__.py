@@ -5,9 +5,9 @@ says which crops are cut from each photo and how, `scan` runs them through the n
 layer, every channel at once, and keeps each channel's top and bottom crops on disk. Free of gRPC.
 """
 
-from .collection import Collection, Source, bundled_photos, directory
+from .collection import Collection, EmptyCollection, Source, bundled_photos, directory
 from .crops import CROP_SCHEME, Crop, crop_boxes, cut
-from .scan import MAX_EXEMPLARS, EmptyCollection, Exemplar, LayerExemplars, Scanner, ScanProgress
+from .scan import MAX_EXEMPLARS, Exemplar, LayerExemplars, Scanner, ScanProgress
 
 __all__ = [
     "CROP_SCHEME",

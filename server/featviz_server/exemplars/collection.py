@@ -2,7 +2,8 @@
 every image file under a user's directory (e.g. an ImageNet validation set).
 
 A collection's fingerprint names its files with their sizes and modification times, so that a
-scan cached for it is not reused once a file is added, removed or changed.
+scan cached for it is not reused once a file is added, removed or changed (the server lists its
+collection once, when it is first asked: a change shows from its next start).
 """
 
 from __future__ import annotations
@@ -67,11 +68,15 @@ class Collection:
         return hashlib.sha256(json.dumps([self.name, entries]).encode()).hexdigest()
 
 
+class EmptyCollection(ValueError):
+    """The collection has no photo that can be read: there is nothing to find exemplars in."""
+
+
 def bundled_photos() -> Collection:
     """The natural photos inside the installed scikit-image package."""
     spec = importlib.util.find_spec("skimage")
     if spec is None or spec.origin is None:
-        raise RuntimeError(
+        raise EmptyCollection(
             "scikit-image is not installed: it ships the default exemplar photos "
             "(pip install scikit-image, or give --exemplars-dir)"
         )
@@ -87,7 +92,7 @@ def bundled_photos() -> Collection:
 def directory(root: Path) -> Collection:
     """Every image file under `root` (recursively, by suffix), in path order."""
     if not root.is_dir():
-        raise NotADirectoryError(f"exemplars_dir: {root} is not a directory")
+        raise EmptyCollection(f"the exemplar collection {root} is not a directory")
     files = sorted(
         path for path in root.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,7 +31,8 @@ from PIL import Image
 
 from ..architecture import LAYERS_BY_NAME
 from ..model import VGG16, ConvReLU
-from .collection import Collection
+from ..weights import atomic_path
+from .collection import Collection, EmptyCollection
 from .crops import CROP_SCHEME, Crop, crop_boxes, cut, open_photo
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,6 @@ MAX_EXEMPLARS = 16  # kept per channel and side; a request asks for at most this
 BATCH = 16  # crops per forward pass
 FORMAT = 1  # bump when the stored layout changes
 _OPEN_PHOTOS = 8  # decoded photos kept for cutting the crops sent to users
-
-
-class EmptyCollection(ValueError):
-    """The collection has no photo that can be read: there is nothing to find exemplars in."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +134,8 @@ class _Extremes:
 class Scanner:
     """Scans `collection` with `model` at crops of `size` pixels; results cached on disk.
 
-    Thread-safe: one scan runs at a time; callers wanting the same layer wait for it.
+    Thread-safe: the collection is listed once, and one scan runs at a time; callers wanting the
+    same layer wait for it.
     """
 
     def __init__(
@@ -155,15 +152,17 @@ class Scanner:
         self.size = size
         self._cache_dir = cache_dir
         self._weights_sha256 = weights_sha256
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one scan at a time
+        self._listing = threading.Lock()  # one listing of the collection
         self._photos: OrderedDict[str, Image.Image] = OrderedDict()
 
     def collection(self) -> tuple[Collection, str]:
         """The collection and its fingerprint, listed once (on first use)."""
-        if self._collection is None:
-            collection = self._collection_factory()
-            self._collection = collection, collection.fingerprint
-        return self._collection
+        with self._listing:
+            if self._collection is None:
+                collection = self._collection_factory()
+                self._collection = collection, collection.fingerprint
+            return self._collection
 
     def is_cached(self, layer: str) -> bool:
         return self._path(layer).is_file()
@@ -299,8 +298,6 @@ class Scanner:
         )
 
     def _store(self, result: LayerExemplars) -> None:
-        self._cache_dir.mkdir(parents=True, exist_ok=True)
         facts = {"sources": result.sources, "photos": result.photos, "skipped": result.skipped}
-        with tempfile.NamedTemporaryFile(dir=self._cache_dir, suffix=".part", delete=False) as f:
-            np.savez(f, facts=np.array(json.dumps(facts)), crops=result.crops, **result.arrays)
-        Path(f.name).replace(self._path(result.layer))
+        with atomic_path(self._path(result.layer)) as partial, partial.open("wb") as file:
+            np.savez(file, facts=np.array(json.dumps(facts)), crops=result.crops, **result.arrays)

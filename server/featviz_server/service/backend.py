@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine import device as devices
 from ..model import VGG16
 from ..onnx_export import OnnxExport, export_onnx
 from ..weights import Weights
@@ -28,7 +29,8 @@ class Backend:
 
     @property
     def device(self) -> str:
-        return str(next(self.model.parameters()).device)
+        """Where the model computes, as reported to users: "cuda:0" or "cpu"."""
+        return devices.describe(next(self.model.parameters()).device)
 
     async def onnx_export(self) -> OnnxExport:
         """The cached ONNX export, produced off the event loop by the first caller only."""

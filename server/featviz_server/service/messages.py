@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image as PILImage
 
+from featviz import enums
 from featviz.v1 import featviz_pb2 as pb
 
 from .. import engine
@@ -72,14 +73,14 @@ def describe(
         recipe_fields=[_recipe_field(f, settings) for f in schema.FIELDS],
         presets=[
             pb.PresetInfo(
-                preset=pb.Preset.Value(f"PRESET_{name.upper()}"),
+                preset=enums.value(pb.Preset, name),
                 name=name,
                 description=engine.presets.DESCRIPTIONS[name],
                 values=[_recipe_value(f, schema.value(recipe, f.name)) for f in schema.FIELDS],
             )
             for name, recipe in engine.PRESETS.items()
         ],
-        default_preset=pb.Preset.Value(f"PRESET_{engine.DEFAULT_PRESET.upper()}"),
+        default_preset=enums.value(pb.Preset, engine.DEFAULT_PRESET),
         limits=pb.RequestLimits(
             max_channels=settings.max_channels,
             max_images_per_channel=settings.max_images_per_channel,

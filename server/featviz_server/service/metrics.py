@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ..engine import RenderResult
+from ..engine.measures import VIEWS
 
 # Runs last from well under a second (cached, tiny) to many minutes (Lucid's 512 steps at 512 px).
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800)
@@ -105,7 +106,8 @@ class Metrics:
         )
         self.image_robustness = Histogram(
             "featviz_image_robustness",
-            "Per computed image: its unit's mean over the fixed 32 views / its plain activation.",
+            f"Per computed image: its unit's mean over the fixed {VIEWS} views / its plain "
+            "activation.",
             buckets=ROBUSTNESS_BUCKETS,
             registry=registry,
         )

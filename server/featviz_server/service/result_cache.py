@@ -1,9 +1,10 @@
 """Finished results on disk, addressed by everything that determines them, bounded in size, and
 checked before they are served.
 
-The same job (layer, channels, every recipe value, objective, seed) on the same weights gives
-the same images, so a repeat is answered from here at once. Files are written atomically, so
-several replicas may share one directory; the least recently used are evicted first.
+The same job (layer, channels, every recipe value, objective, seed) on the same weights, computed
+the same way (device kind and precision), gives the same images, so a repeat is answered from
+here at once. Files are written atomically, so several replicas may share one directory (each
+finds only what was computed as it computes); the least recently used are evicted first.
 
 An entry is one file: MAGIC, a one-line JSON header, then the images' raw bytes. The header holds
 the entry's key and job, the images' shape, the result's facts and a SHA-256 of everything else.
@@ -130,18 +131,20 @@ def _fingerprint(value: object) -> str:
 
 
 class ResultCache:
-    """`get(job)` / `put(job, result)` under `directory`, at most `max_bytes` in all."""
+    """`get(job)` / `put(job, result)` under `directory`, at most `max_bytes` in all, for results
+    computed by `computed_by` (the weights' sha256 and how they compute, e.g. "<sha256> cuda
+    bf16"): part of every key."""
 
     def __init__(
         self,
         directory: Path,
         max_bytes: int,
-        weights_sha256: str,
+        computed_by: str,
         metrics: Metrics | None = None,
     ) -> None:
         self._directory = directory
         self._max_bytes = max_bytes
-        self._weights_sha256 = weights_sha256
+        self._computed_by = computed_by
         self._metrics = metrics
         directory.mkdir(parents=True, exist_ok=True)
         self._evict()  # stale partial files first, then whatever exceeds a lowered bound
@@ -149,7 +152,7 @@ class ResultCache:
     def key(self, job: engine.Job) -> str:
         identity = {
             "format": FORMAT,
-            "weights": self._weights_sha256,
+            "computed_by": self._computed_by,
             "job": dataclasses.asdict(job),
         }
         text = json.dumps(identity, sort_keys=True, default=_fingerprint)

@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from itertools import count
 
+import torch
 from torch import nn
 
 from .. import engine
@@ -72,13 +73,13 @@ Consumer = Mailbox[Event | BaseException]
 
 
 class Overloaded(Exception):
-    """Every slot is busy and the queue is full."""
+    """The server cannot do this run now (`reason`); it may in `retry_after` seconds."""
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(
-            "server overloaded: every run slot is busy and the queue is full; "
-            f"retry in {retry_after:g} s"
-        )
+    FULL = "every run slot is busy and the queue is full"
+    OUT_OF_MEMORY = "the device ran out of memory for this run's batch"
+
+    def __init__(self, retry_after: float, reason: str = FULL) -> None:
+        super().__init__(f"server overloaded: {reason}; retry in {retry_after:g} s")
         self.retry_after = retry_after
 
 
@@ -286,6 +287,8 @@ class Scheduler:
             status = "unavailable" if ticket.shut_down else ticket.cancelled_status
         else:
             status = "error"
+            if isinstance(outcome, torch.OutOfMemoryError):
+                outcome = Overloaded(self._retry_after, Overloaded.OUT_OF_MEMORY)
             ticket.publish(outcome)
         self._metrics.runs_finished.labels(status).inc()
         fields = {
@@ -402,6 +405,8 @@ class Batcher:
         try:
             engine.advance(runs)
         except Exception as error:  # the whole batch failed together
+            if isinstance(error, torch.OutOfMemoryError):
+                self._budgets.too_many(key, images)
             for ticket in batch:
                 self._leave(ticket, error)
             return
@@ -445,22 +450,29 @@ class BatchBudget:
         self._timings: dict[object, dict[int, list[float]]] = {}
         self._steps: dict[object, int] = {}
         self._chosen: dict[object, int] = {}
+        self._most: dict[object, int] = {}  # below the batches that ran out of memory
 
     def images(self, key: object) -> int:
         """The most images the next batch of `key` may carry."""
+        most = self._most.get(key, self._budgets[-1])
+        budgets = [budget for budget in self._budgets if budget <= most] or [1]
         timings = self._timings.get(key, {})
-        for budget in self._budgets:
+        for budget in budgets:
             if len(timings.get(budget, ())) <= self.SAMPLES:
                 return budget  # still learning: each budget in turn
-        rates = {budget: sum(t[1:]) / (len(t) - 1) for budget, t in timings.items()}
+        rates = {b: sum(t[1:]) / (len(t) - 1) for b, t in timings.items() if b in budgets}
         fastest = min(rates.values())
-        chosen = min(b for b in self._budgets if rates[b] <= fastest * self.NEAR_BEST)
+        chosen = min(b for b in budgets if rates[b] <= fastest * self.NEAR_BEST)
         if self._chosen.get(key) != chosen:
             self._chosen[key] = chosen
             milliseconds = {b: round(rate * 1000, 2) for b, rate in sorted(rates.items())}
             fields = {"key": str(key), "images": chosen, "ms_per_image": milliseconds}
             log.info("batch budget learnt", extra={"fields": fields})
         return chosen
+
+    def too_many(self, key: object, images: int) -> None:
+        """A batch of `images` images of `key` ran out of memory: later ones carry fewer."""
+        self._most[key] = min(self._most.get(key, images), images - 1)
 
     def observe(self, key: object, budget: int, images: int, seconds: float) -> None:
         """A step of `key` under `budget` advanced `images` images in `seconds`."""

@@ -20,7 +20,7 @@ from featviz.v1 import featviz_pb2_grpc as pb_grpc
 from .. import exemplars
 from ..config import Settings
 from ..engine import device as devices
-from ..model import VGG16, default_device, load_model
+from ..model import VGG16, load_model
 from ..weights import Weights, load_weights
 from .backend import Backend
 from .exemplar_search import ExemplarSearch
@@ -41,13 +41,13 @@ def load(settings: Settings) -> tuple[Weights, VGG16]:
     """The verified weights (fetched on first start if the cache is empty) and the model, its
     device set up for the engine."""
     weights = load_weights(settings.cache_dir, settings.weights_source)
-    model = load_model(weights, settings.device or default_device())
+    model = load_model(weights, settings.device)
     devices.set_up(model, bf16=settings.bf16)
     return weights, model
 
 
 class Server:
-    """One featviz server. `loader` replaces the weights/model loading (tests gate it)."""
+    """One featviz server. `loader`, when given, loads the weights and model in place of `load`."""
 
     def __init__(self, settings: Settings, loader: Loader | None = None) -> None:
         self.settings = settings
@@ -111,8 +111,9 @@ class Server:
         cache = None
         if settings.result_cache_mb:
             directory = settings.result_cache_dir or settings.cache_dir / "results"
+            computed_by = f"{weights.sha256} {devices.arithmetic(model)}"
             cache = ResultCache(
-                directory, settings.result_cache_mb << 20, weights.sha256, self.metrics
+                directory, settings.result_cache_mb << 20, computed_by, self.metrics
             )
         scheduler = Scheduler(
             model,

@@ -9,18 +9,19 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
-from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 from PIL import Image as PILImage
 from PIL import ImageOps
 
+from featviz import enums
 from featviz.v1 import featviz_pb2 as pb
 
 from .. import engine
@@ -34,14 +35,12 @@ from ..architecture import (
 )
 from ..config import Settings
 from ..engine import schema
+from ..engine.job import ObjectiveKind, TermKind
 from ..exemplars import MAX_EXEMPLARS
 
 DEFAULT_DESCRIBE_SIZE = 224
 UINT64_MAX = 2**64 - 1
 DEFAULT_EXEMPLARS = 8
-
-PRESETS = {pb.PRESET_CLASSIC: "classic", pb.PRESET_LUCID: "lucid", pb.PRESET_FAST: "fast"}
-OBJECTIVE_KINDS = {pb.OBJECTIVE_KIND_CHANNEL: "channel", pb.OBJECTIVE_KIND_NEURON: "neuron"}
 
 # The recipe's ranges are in its schema (engine.schema); this one is the request's own.
 DIVERSITY = (0.0, 1000.0)
@@ -217,28 +216,19 @@ def _init_image(request: pb.MaximizeRequest, size: int) -> engine.InitImage | No
     return engine.InitImage(np.asarray(fitted, dtype=np.uint8).tobytes(), keep_close)
 
 
-TERM_KINDS = {
-    pb.TERM_KIND_CHANNEL: "channel",
-    pb.TERM_KIND_NEURON: "neuron",
-    pb.TERM_KIND_DIRECTION: "direction",
-    pb.TERM_KIND_L1: "l1",
-    pb.TERM_KIND_L2: "l2",
-    pb.TERM_KIND_TOTAL_VARIATION: "total_variation",
-    pb.TERM_KIND_DIVERSITY: "diversity",
-}
-
-
 def _expression(field: str, expression: pb.ObjectiveExpression) -> engine.Expression:
     """The wire expression as the engine's, each term's fields fitting its kind."""
     terms = []
     for i, term in enumerate(expression.terms):
         at = f"{field}.terms[{i}]"
-        kind = _enum_value(f"{at}.kind", term.kind, TERM_KINDS, pb.TermKind)
+        kind = _word(f"{at}.kind", pb.TermKind, term.kind, get_args(TermKind))
         has_x, has_y = term.HasField("neuron_x"), term.HasField("neuron_y")
         if (has_x or has_y) and kind != "neuron":
-            raise InvalidArgument(f"{at}.neuron_x", "only for TERM_KIND_NEURON")
+            given = "neuron_x" if has_x else "neuron_y"
+            raise InvalidArgument(f"{at}.{given}", "only for TERM_KIND_NEURON")
         if has_x != has_y:
-            raise InvalidArgument(f"{at}.neuron_x", "give neuron_x and neuron_y, or neither")
+            missing = "neuron_y" if has_x else "neuron_x"
+            raise InvalidArgument(f"{at}.{missing}", "give neuron_x and neuron_y, or neither")
         if term.channel and kind not in ("channel", "neuron"):
             raise InvalidArgument(f"{at}.channel", "only for TERM_KIND_CHANNEL and _NEURON")
         if term.vector and kind != "direction":
@@ -298,7 +288,7 @@ def _recipe(
     `layer`, the deepest layer the objective reads, sets the preset's steps (engine.recipe)."""
     preset = engine.DEFAULT_PRESET
     if request.preset:
-        preset = _enum_value("preset", request.preset, PRESETS, pb.Preset)
+        preset = _word("preset", pb.Preset, request.preset, engine.PRESETS)
     overrides = _overrides(request)
     try:
         return engine.recipe(preset, limits(settings), layer=layer, **overrides)
@@ -325,28 +315,15 @@ def _overrides(request: pb.MaximizeRequest) -> dict[str, Any]:
         if not given:
             continue
         if field.type == "choice":
-            overrides[field.name] = _choice(field, descriptor, getattr(message, name))
+            enum = EnumTypeWrapper(descriptor.enum_type)
+            overrides[field.name] = _word(
+                field.spec.request, enum, getattr(message, name), field.choices
+            )
         else:
             overrides[field.name] = getattr(message, name)
     if request.options.HasField("transforms"):
         overrides["transforms"] = _transforms(request.options.transforms)
     return overrides
-
-
-def _choice(field: schema.Field, descriptor: FieldDescriptor, number: int) -> str:
-    """The schema's word for a proto enum value (PARAMETERIZATION_FOURIER: "fourier")."""
-    enum = descriptor.enum_type
-    words = {v.number: v.name.removeprefix(_enum_prefix(enum)).lower() for v in enum.values}
-    allowed = {n: word for n, word in words.items() if word in field.choices}
-    if number not in allowed:
-        names = ", ".join(f"{enum.values_by_number[n].name} ({n})" for n in allowed)
-        raise InvalidArgument(field.spec.request, f"unknown value {number}; allowed: {names}")
-    return allowed[number]
-
-
-def _enum_prefix(enum: EnumDescriptor) -> str:
-    """PARAMETERIZATION_ for Parameterization (the zero value is NAME_UNSPECIFIED)."""
-    return enum.values_by_number[0].name.removesuffix("UNSPECIFIED")
 
 
 def _transforms(transforms: pb.Transforms) -> engine.Transforms | None:
@@ -362,7 +339,7 @@ def _transforms(transforms: pb.Transforms) -> engine.Transforms | None:
 def _objective(objective: pb.Objective, layer: Layer, size: int) -> engine.Objective:
     kind = "channel"
     if objective.kind:
-        kind = _enum_value("objective.kind", objective.kind, OBJECTIVE_KINDS, pb.ObjectiveKind)
+        kind = _word("objective.kind", pb.ObjectiveKind, objective.kind, get_args(ObjectiveKind))
     diversity = _check_float("objective.diversity", objective.diversity, *DIVERSITY)
     has_position = objective.HasField("neuron_x") or objective.HasField("neuron_y")
     if has_position and kind != "neuron":
@@ -411,12 +388,14 @@ def _check_float(field: str, value: float, low: float, high: float, allowed: str
     return value
 
 
-def _enum_value(field: str, number: int, names: dict[int, str], enum: Any) -> str:
-    """The domain name of a known, non-zero enum value; unknown numbers are refused."""
-    if number not in names:
-        allowed = ", ".join(f"{enum.Name(n)} ({n})" for n in names)
-        raise InvalidArgument(field, f"unknown value {number}; allowed: {allowed}")
-    return names[number]
+def _word(field: str, enum: EnumTypeWrapper, number: int, allowed: Collection[str]) -> str:
+    """The engine's word for a proto enum value (PRESET_LUCID: "lucid"), one of `allowed`; any
+    other value, UNSPECIFIED included, is refused naming the field."""
+    known = {n: word for n, word in enums.words(enum).items() if word in allowed}
+    if number not in known:
+        names = ", ".join(f"{enum.Name(n)} ({n})" for n in known)
+        raise InvalidArgument(field, f"unknown value {number}; allowed: {names}")
+    return known[number]
 
 
 def reject_unknown_fields(message: Message, path: str = "") -> None:
