@@ -61,7 +61,8 @@ HELP = {
     "drain_grace": "seconds in-flight runs may finish after SIGTERM",
     "exemplars_dir": "find natural exemplars among the images under this directory (recursively; "
     "e.g. an ImageNet validation set) instead of the photos bundled with scikit-image",
-    "exemplar_size": "side in pixels of every exemplar crop, as scanned and as sent (32..256)",
+    "exemplar_size": "side in pixels of every exemplar crop, as scanned and as sent "
+    f"({MIN_INPUT_SIZE}..{LARGEST_EXEMPLAR_SIZE})",
 }
 
 
