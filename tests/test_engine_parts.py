@@ -25,6 +25,7 @@ from featviz_server.engine.objectives import (
     penalties,
     unit,
 )
+from featviz_server.engine.optimizers import RelativeEpsilonAdam
 from featviz_server.engine.parameterizations import (
     COLOR_DECORRELATION,
     FourierImage,
@@ -415,3 +416,36 @@ def test_early_stop_is_off_with_a_window_of_zero() -> None:
     for step in range(1, 100):
         rule.update(step, torch.tensor([1.0]))
     assert not rule.converged
+
+
+# --- update rules ------------------------------------------------------------------------------
+
+
+def _steps(optimizer: torch.optim.Optimizer, leaf: torch.Tensor, gradients: torch.Tensor) -> None:
+    for gradient in gradients:
+        leaf.grad = gradient.clone()
+        optimizer.step()
+
+
+def test_a_relative_epsilon_of_zero_is_adam() -> None:
+    gradients = torch.randn(5, 3, 4, 6, generator=torch.Generator().manual_seed(0))
+    ours, adams = torch.zeros(3, 4, 6), torch.zeros(3, 4, 6)
+    _steps(RelativeEpsilonAdam([ours], lr=0.1, epsilon=0.0), ours, gradients)
+    _steps(torch.optim.Adam([adams], lr=0.1), adams, gradients)
+    torch.testing.assert_close(ours, adams)
+
+
+def test_a_relative_epsilon_slows_weak_gradients_only_and_each_image_alone() -> None:
+    generator = torch.Generator().manual_seed(0)
+    gradients = torch.randn(5, 2, 100, generator=generator)
+    gradients[:, 0, :50] *= 1e-3  # image 0: half its coefficients with weak gradients
+    gradients[:, 1] *= 1e4  # image 1: another unit's scale
+    batch = torch.zeros(2, 100)
+    _steps(RelativeEpsilonAdam([batch], lr=0.1, epsilon=0.3), batch, gradients)
+    adam = torch.zeros(2, 100)
+    _steps(torch.optim.Adam([adam], lr=0.1), adam, gradients)
+    weak, strong = (batch[0, :50] / adam[0, :50]).abs(), (batch[0, 50:] / adam[0, 50:]).abs()
+    assert weak.max() < 0.02 and strong.median() > 0.7  # weak: ~1/300 of Adam's step
+    alone = torch.zeros(1, 100)
+    _steps(RelativeEpsilonAdam([alone], lr=0.1, epsilon=0.3), alone, gradients[:, 1:])
+    assert torch.equal(alone[0], batch[1])  # image 1 moves as it would alone

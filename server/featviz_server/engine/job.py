@@ -180,6 +180,14 @@ class Recipe:
     learning_rate_decay: DecayName = option(
         "learning-rate schedule: constant, or cosine decay to 0", default="constant"
     )
+    adam_epsilon: float = option(
+        "Adam's epsilon as a multiple of the image's root mean square of Adam's denominator: a "
+        "coefficient whose gradient is weak for its image moves in proportion to it, not a "
+        "full step (0: Adam's own, 1e-8)",
+        0.0,
+        10.0,
+        default=0.0,
+    )
     transforms_until: float = option(
         "fraction of the steps that use the transforms; the rest optimize the plain image",
         0.0,

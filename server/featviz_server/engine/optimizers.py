@@ -1,4 +1,5 @@
-"""Update rules: Adam, and the classic method's normalized gradient ascent."""
+"""Update rules: Adam (optionally with an epsilon relative to each image's gradients), and the
+classic method's normalized gradient ascent."""
 
 from __future__ import annotations
 
@@ -31,7 +32,44 @@ class NormalizedAscent(torch.optim.Optimizer):
                 p.sub_(group["lr"] * (p.grad / (rms + RMS_EPSILON)))
 
 
+class RelativeEpsilonAdam(torch.optim.Optimizer):
+    """Adam whose epsilon is `epsilon` times the root mean square, over each image, of Adam's
+    denominator sqrt(v): where a coefficient's gradient is strong for its image, Adam's step;
+    where it is weak (detail that the blurred, resampled views hardly show, say), a step in
+    proportion to the gradient, where Adam would take a full one. Relative, it means the same
+    for a unit that reaches 200 and one that reaches 10,000.
+
+    As in `NormalizedAscent`, the first dimension indexes images, so images of a batch do not
+    influence each other.
+    """
+
+    BETAS = (0.9, 0.999)  # Adam's
+
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, epsilon: float) -> None:
+        super().__init__(params, {"lr": lr, "epsilon": epsilon})
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
+        beta1, beta2 = self.BETAS
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["step"] += 1
+                m, v = state["m"], state["v"]
+                m.lerp_(p.grad, 1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                root = (v / (1 - beta2 ** state["step"])).sqrt()
+                shape = (-1,) + (1,) * (p.dim() - 1)
+                rms = root.square().flatten(1).mean(1).sqrt().view(shape)
+                size = group["lr"] / (1 - beta1 ** state["step"])
+                p.addcdiv_(m, root + group["epsilon"] * rms + 1e-8, value=-size)
+
+
 def make_optimizer(recipe: Recipe, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adam" and recipe.adam_epsilon:
+        return RelativeEpsilonAdam(params, lr=recipe.learning_rate, epsilon=recipe.adam_epsilon)
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.learning_rate, fused=True)
     return NormalizedAscent(params, lr=recipe.learning_rate)

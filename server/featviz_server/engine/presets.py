@@ -41,13 +41,16 @@ PRESETS: dict[str, Recipe] = {
 # sees a transformed view (no pad: the canvas stays at the image size; the margin mirrored;
 # shifts of up to 12 px, three times Lucid's) that is also blurred a little, so that detail which
 # only counts at the exact pixels earns nothing; a learning rate 8x Lucid's, cosine-decayed over
-# at most 96 steps at the deepest layer (more at shallower ones: STEP_BUDGETS); the run stops
-# sooner by itself once every image's smoothed objective stops improving. docs/engine.md says
-# what was tried and what each gave.
+# at most 96 steps at the deepest layer (more at shallower ones: STEP_BUDGETS), with an Adam
+# epsilon relative to each image's gradients, so that coefficients with weak gradients (detail
+# the views hardly show) do not take full steps; the run stops sooner by itself once every
+# image's smoothed objective stops improving. docs/engine.md says what was tried and what each
+# gave.
 PRESETS["fast"] = dataclasses.replace(
     PRESETS["lucid"],
     steps=96,
     learning_rate=0.4,
+    adam_epsilon=0.3,
     learning_rate_decay="cosine",
     transforms=dataclasses.replace(LUCID_TRANSFORMS, pad=0, jitter=24, reflect=True, blur=0.8),
     stop_window=16,
@@ -66,7 +69,8 @@ DESCRIPTIONS = {
     "lucid": "Lucid's render_vis defaults: Fourier + decorrelated colour, pad/jitter/scale/rotate, "
     "Adam(0.05), 512 steps",
     "fast": "Fourier parameterization with decorrelated colour, blurred views with a mirrored "
-    f"margin on every step, a high cosine-decayed learning rate, at most {PRESETS['fast'].steps} "
+    "margin on every step, a high cosine-decayed learning rate and an epsilon relative to each "
+    f"image's gradients, at most {PRESETS['fast'].steps} "
     f"steps at {CONV_LAYERS[-1].name} and as many more at a shallower layer as its cheaper steps "
     f"buy (up to {round(PRESETS['fast'].steps * STEP_BUDGETS['fast'])}), stopping early once the "
     "objective stops improving",
