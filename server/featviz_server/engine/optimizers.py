@@ -53,6 +53,8 @@ class RelativeEpsilonAdam(torch.optim.Optimizer):
         beta1, beta2 = self.BETAS
         for group in self.param_groups:
             for p in group["params"]:
+                if p.grad is None:
+                    continue
                 state = self.state[p]
                 if not state:
                     state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
