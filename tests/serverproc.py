@@ -72,7 +72,7 @@ class ServerProcess:
 
     def metric(self, sample: str, default: float | None = None) -> float:
         """One sample from /metrics, e.g. "featviz_active_runs" or
-        'featviz_runs_finished_total{status="ok"}'; `default` if absent (labels not used yet)."""
+        'featviz_runs_finished_total{status="ok"}'; `default` if absent."""
         if self.metrics_url is None:
             raise ServerError("started without --metrics-port")
         value = metric_samples(self.metrics_url).get(sample, default)

@@ -62,11 +62,12 @@ class RelativeEpsilonAdam(torch.optim.Optimizer):
                 m, v = state["m"], state["v"]
                 m.lerp_(p.grad, 1 - beta1)
                 v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                root = (v / (1 - beta2 ** state["step"])).sqrt()
+                v_hat = 1 - beta2 ** state["step"]  # v / this: the unbiased estimate
                 shape = (-1,) + (1,) * (p.dim() - 1)
-                rms = root.square().flatten(1).mean(1).sqrt().view(shape)
+                rms = v.flatten(1).mean(1).div(v_hat).sqrt().view(shape)  # of sqrt(v / v_hat)
+                denominator = v.div(v_hat).sqrt_().add_(rms.mul_(group["epsilon"]).add_(1e-8))
                 size = group["lr"] / (1 - beta1 ** state["step"])
-                p.addcdiv_(m, root + group["epsilon"] * rms + 1e-8, value=-size)
+                p.addcdiv_(m, denominator, value=-size)
 
 
 def make_optimizer(recipe: Recipe, params: list[torch.Tensor]) -> torch.optim.Optimizer:
