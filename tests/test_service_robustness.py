@@ -119,9 +119,6 @@ def test_a_client_that_reads_nothing_after_its_run_finished_is_ended(tmp_path: P
         assert server.metric("featviz_active_runs") == 0
 
 
-# --- a result cache that heals itself ---------------------------------------------------------
-
-
 # A client in a process of its own, killed (SIGKILL) once its run is under way. The lucid preset
 # never stops early: the run is surely still going when the client dies.
 KILLED_CLIENT = textwrap.dedent(
@@ -158,6 +155,9 @@ def test_a_client_killed_mid_stream_leaves_no_run_behind(server: ServerProcess) 
     server.wait_metric("featviz_active_runs", 0.0, timeout=10)
     after = [server.metric(cancelled), server.metric("featviz_runs_started_total")]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1]
+
+
+# --- a result cache that heals itself ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
