@@ -32,7 +32,7 @@ class Settings:
     seed: int
     variants: int
     diversity: float
-    exemplars: int
+    exemplars: int | None
 
 
 @dataclass(frozen=True)
@@ -135,10 +135,11 @@ def _variants_text(settings: Settings) -> str:
 def _recipe_text(settings: Settings) -> str:
     steps = f"{settings.steps} steps" if settings.steps else "the preset's steps"
     preset = settings.preset or "default"
+    exemplars = settings.exemplars or "the server's default number of"
     return (
         f"{settings.size} px, {steps}, {preset} preset, seed {settings.seed}; "
         f"{settings.variants} variants ({_variants_text(settings)}), "
-        f"{settings.exemplars} top and bottom natural exemplars"
+        f"{exemplars} top and bottom natural exemplars"
     )
 
 

@@ -87,17 +87,14 @@ class ShuttingDown(Exception):
     """The server drains: it takes no new runs, and the grace period of running ones is over."""
 
 
-_sequence = count()
-
-
 @dataclass(eq=False)
 class _Ticket:
     """One computation and the consumers (identical requests) waiting for its events."""
 
     job: engine.Job
     progress_every: int
+    order: int  # admission order, which breaks ties between equally served runs
     admitted: float = field(default_factory=time.monotonic)
-    order: int = field(default_factory=lambda: next(_sequence))
     consumers: list[Consumer] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
     cancelled_status: str = "cancelled"  # or "deadline_exceeded": why the last consumer left
@@ -142,6 +139,7 @@ class Scheduler:
         self._waiting: deque[_Ticket] = deque()
         self._active: set[_Ticket] = set()
         self._in_flight: dict[tuple[engine.Job, int], _Ticket] = {}
+        self._admissions = count()
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
@@ -209,7 +207,7 @@ class Scheduler:
             raise ShuttingDown("server is shutting down")
         if len(self._active) >= self._max_active and len(self._waiting) >= self._queue_size:
             raise Overloaded(self._retry_after)
-        ticket = _Ticket(job, progress_every)
+        ticket = _Ticket(job, progress_every, next(self._admissions))
         self._in_flight[ticket.key] = ticket
         self._waiting.append(ticket)
         self._dispatch()
