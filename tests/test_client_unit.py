@@ -34,6 +34,7 @@ from featviz.errors import (
     Unavailable,
     from_rpc_error,
 )
+from featviz.figures import robust_activations
 from featviz.options import OPTIONS, MaximizeOptions, maximize_request, parse_channels
 from featviz.progressbar import ProgressBar
 from featviz.result import Finished, Progress, Queued, Retrying, RunAssembler
@@ -470,18 +471,20 @@ def test_a_call_that_fails_before_its_first_chunk_raises_its_own_error() -> None
         raise Unavailable("server down")
 
 
-def test_a_result_without_robust_activations_has_unknown_robustness() -> None:
+def test_figures_the_server_did_not_report_are_nan_in_the_result_and_none_in_records() -> None:
     assembler = RunAssembler("block1_conv2")
     assembler.feed(
         pb.MaximizeResponse(final_images=pb.FinalImages(images=[_image(0, 3), _image(1, 4)]))
     )
     summary = _summary()
     summary.summary.ClearField("robust_activation")
+    summary.summary.ClearField("saturated_fraction")
     (finished,) = assembler.feed(summary)
     assert isinstance(finished, Finished)
-    assert finished.result.robust_activations == ()
-    assert all(math.isnan(ratio) for ratio in finished.result.robustness)
-    assert len(finished.result.robustness) == 2
+    result = finished.result
+    for figures in (result.robust_activations, result.robustness, result.saturated_fractions):
+        assert len(figures) == 2 and all(math.isnan(value) for value in figures)
+    assert robust_activations(result) == [None, None]
 
 
 # ---------------------------------------------------------------------------------------------

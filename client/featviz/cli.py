@@ -188,15 +188,13 @@ def _save_sheet(result: Result, output: Path | None, columns: int | None) -> Pat
 
 
 def _print_result(result: Result, paths: Sequence[Path]) -> None:
-    robust = result.robust_activations or (float("nan"),) * len(result.images)
-    saturated = result.saturated_fractions or (float("nan"),) * len(result.images)
-    ratios = result.robustness
     print(
         f"{'channel':>7}  {'seed':>4}  {'activation':>10}  {'robust':>10}  {'views/plain':>11}  "
         f"{'saturated':>9}  {'objective':>10}  file"
     )
     rows = zip(
-        result.images, result.activations, robust, ratios, saturated, result.objectives, paths,
+        result.images, result.activations, result.robust_activations, result.robustness,
+        result.saturated_fractions, result.objectives, paths,
         strict=True,
     )  # fmt: skip
     for image, activation, steady, ratio, share, objective, path in rows:

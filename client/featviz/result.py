@@ -9,7 +9,9 @@ for (`pip install 'featviz[images]'`).
 from __future__ import annotations
 
 import io
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,11 +80,12 @@ class Result:
     empty for an objective expression), the
     activation each reaches on its final 8-bit image, final objective values and statistics.
 
-    How each image holds up (empty when not reported): `robust_activations`, the unit's mean
-    over a fixed set of 32 small random views of the image (shifted up to 8 px, zoomed 0.9-1.1x,
-    turned up to 10°; the same views for every image, so figures compare across runs),
-    `robustness` (robust / plain activation: near 1 for an image that shows its feature, low for
-    one that only fits its exact pixels) and `saturated_fractions` (share of values at 0 or 255).
+    How each image holds up (nan where the server did not report it): `robust_activations`, the
+    unit's mean over a fixed set of 32 small random views of the image (shifted up to 8 px,
+    zoomed 0.9-1.1x, turned up to 10°; the same views for every image, so figures compare across
+    runs), `robustness` (robust / plain activation: near 1 for an image that shows its feature,
+    low for one that only fits its exact pixels) and `saturated_fractions` (share of values at 0
+    or 255).
 
     Example::
 
@@ -96,15 +99,13 @@ class Result:
     activations: tuple[float, ...]
     objectives: tuple[float, ...]
     statistics: Statistics
-    robust_activations: tuple[float, ...] = ()
-    saturated_fractions: tuple[float, ...] = ()
+    robust_activations: tuple[float, ...]
+    saturated_fractions: tuple[float, ...]
 
     @property
     def robustness(self) -> tuple[float, ...]:
-        """Robust activation / plain activation per image (nan where the plain one is <= 0, and
-        for every image when the server reported no robust activations)."""
-        if not self.robust_activations:
-            return (float("nan"),) * len(self.images)
+        """Robust activation / plain activation per image (nan where the plain one is <= 0 or
+        the robust one was not reported)."""
         return tuple(
             robust / plain if plain > 0 else float("nan")
             for robust, plain in zip(self.robust_activations, self.activations, strict=True)
@@ -277,6 +278,11 @@ class RunAssembler:
             tuple(summary.activation),
             tuple(summary.objective),
             statistics,
-            tuple(summary.robust_activation),
-            tuple(summary.saturated_fraction),
+            _per_image(summary.robust_activation, len(images)),
+            _per_image(summary.saturated_fraction, len(images)),
         )
+
+
+def _per_image(values: Sequence[float], images: int) -> tuple[float, ...]:
+    """A figure of each image, or nan for each when the server did not report that figure."""
+    return tuple(values) if len(values) == images else (math.nan,) * images
