@@ -1,4 +1,4 @@
-"""A result's figures as JSON records and captions take them: None where not reported."""
+"""A result's figures for JSON records and captions: None, not nan, where not reported."""
 
 from __future__ import annotations
 
