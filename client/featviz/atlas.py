@@ -253,7 +253,7 @@ class Atlas:
 
     async def _exemplars(self, client: AsyncClient, layer: str) -> None:
         channels = self.plan.channels[layer]
-        found = await client.find_exemplars(layer, channels, count=self.settings.exemplars or 0)
+        found = await client.find_exemplars(layer, channels, count=self.settings.exemplars)
         per_channel = {}
         for exemplars in found.channels:
             sides = {}

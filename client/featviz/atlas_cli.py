@@ -15,7 +15,7 @@ from featviz.options import OPTIONS
 from featviz.progressbar import ProgressBar
 
 DEFAULTS = Settings(
-    size=128, steps=None, preset=None, seed=0, variants=3, diversity=0.0, exemplars=None
+    size=128, steps=None, preset=None, seed=0, variants=3, diversity=0.0, exemplars=0
 )
 
 
@@ -47,7 +47,8 @@ def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exemplars",
         type=int,
-        help="top and bottom natural exemplars per channel (default: the server's)",
+        default=d.exemplars,
+        help="top and bottom natural exemplars per channel (default 0: the server's number)",
     )
     parser.add_argument(
         "--in-flight",

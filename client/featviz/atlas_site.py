@@ -32,7 +32,7 @@ class Settings:
     seed: int
     variants: int
     diversity: float
-    exemplars: int | None
+    exemplars: int  # 0: the server's default number
 
 
 @dataclass(frozen=True)
