@@ -105,7 +105,8 @@ def test_an_interpolation_goes_from_one_objective_to_the_other_on_a_shared_layou
             Expression.of(Term("neuron", "block5_pool", 3, neuron=(9, 0))),
             "expression.terms[0].neuron_x: 9 is outside 0..0",
         ),
-        (Expression.of(Term("l1")), "expression: reads no layer"),
+        (Expression.of(Term("l1")), "expression.terms: reads no unit"),
+        (Expression.of(Term("diversity", "block1_conv1")), "expression.terms: reads no unit"),
         (Expression.of(Term("l2", "block1_conv1")), "expression.terms[0].layer: l2 reads"),
     ],
 )

@@ -380,7 +380,7 @@ def test_runs_narrow_the_target_layer_only_when_the_objective_allows(model: VGG1
 # --- device ------------------------------------------------------------------------------------
 
 
-def test_cpu_device_settings(model: VGG16) -> None:
+def test_a_cpu_model_is_set_up_without_bf16(model: VGG16) -> None:
     assert devices.set_up(model, bf16=True) == CPU
     assert not model.bf16  # bf16 autocast is for CUDA only
     assert devices.describe(CPU) == "cpu"

@@ -192,7 +192,7 @@ def chollet(
 
 def test_classic_preset_is_chollets_formula_step_for_step(model: VGG16) -> None:
     # The preset's own 128 px: at 48 px the written-out loop's lone image would be convolved by
-    # ATen's native kernel, which the engine avoids (forward.activations), last bits apart.
+    # ATen's native kernel, which the engine avoids (forward._convolve), last bits apart.
     job = Job("block3_conv1", (17,), recipe("classic", steps=5), seed=3)
     history, deprocessed = chollet(model, "block3_conv1", 17, seed=3, size=128, steps=5)
     run = Run(job, model)
@@ -205,7 +205,7 @@ def test_classic_preset_is_chollets_formula_step_for_step(model: VGG16) -> None:
     assert (image == deprocessed).mean() > 0.99
 
 
-def test_classic_preset_defaults() -> None:
+def test_the_classic_preset_is_chollets_recipe() -> None:
     classic = PRESETS["classic"]
     assert (classic.size, classic.steps, classic.learning_rate) == (128, 40, 1.0)
     assert classic.transforms is None and classic.optimizer == "normalized_ascent"
@@ -214,7 +214,7 @@ def test_classic_preset_defaults() -> None:
 # --- presets and validation --------------------------------------------------------------------
 
 
-def test_presets_and_overrides() -> None:
+def test_presets_are_named_and_requests_override_their_fields() -> None:
     assert set(PRESETS) == {"classic", "lucid", "fast"} and DEFAULT_PRESET == "fast"
     lucid = recipe("lucid")
     assert (lucid.steps, lucid.learning_rate, lucid.parameterization) == (512, 0.05, "fourier")

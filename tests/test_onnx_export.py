@@ -104,10 +104,11 @@ def _flip_a_byte(path: Path) -> None:
     [  # a flipped byte keeps the file's size: only its checksum tells
         _flip_a_byte,
         lambda path: path.with_name(f"{path.name}.json").write_text("{not json"),
+        Path.unlink,
     ],
-    ids=["flipped-byte", "garbled-record"],
+    ids=["flipped-byte", "garbled-record", "deleted"],
 )
-def test_damaged_export_is_rebuilt_to_the_same_bytes(
+def test_a_damaged_or_deleted_export_is_rebuilt_to_the_same_bytes(
     model: VGG16, export: OnnxExport, tmp_path: Path, damage: Callable[[Path], object]
 ) -> None:
     for file in export.path.parent.iterdir():

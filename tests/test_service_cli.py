@@ -42,6 +42,8 @@ def test_flags_override_variables_which_override_defaults() -> None:
         ({"port": 70000}, "port: 70000"),
         ({"max_concurrent_runs": 0}, "max_concurrent_runs: must be at least 1"),
         ({"tls_cert": Path("c.pem")}, "tls_cert and tls_key must be given together"),
+        ({"drain_grace": -1.0}, "drain_grace: must not be negative"),
+        ({"unread_result_timeout": 0.0}, "unread_result_timeout: must be more than 0"),
     ],
 )
 def test_impossible_settings_are_refused_by_name(values: dict, named: str) -> None:

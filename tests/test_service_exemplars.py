@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import shutil
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -22,7 +24,15 @@ import featviz
 from featviz.exemplars import ExemplarsAssembler
 from featviz.v1 import featviz_pb2 as pb
 from featviz.v1 import featviz_pb2_grpc as pb_grpc
-from featviz_server.exemplars import Crop, EmptyCollection, Exemplar, Scanner, crop_boxes, directory
+from featviz_server.exemplars import (
+    Crop,
+    EmptyCollection,
+    Exemplar,
+    Scanner,
+    ScanProgress,
+    crop_boxes,
+    directory,
+)
 from featviz_server.model import VGG16
 from featviz_server.service import messages
 from featviz_server.service.exemplar_search import ChannelExemplars
@@ -187,3 +197,29 @@ def test_a_collection_without_a_readable_photo_is_refused_by_name(
     gone = Scanner(model, lambda: directory(tmp_path / "gone"), CROP, tmp_path / "c", "w")
     with pytest.raises(EmptyCollection, match="gone is not a directory"):
         gone.is_cached("block1_conv1")
+
+
+def test_a_cached_layer_and_its_crops_are_read_while_another_layer_is_being_scanned(
+    model: VGG16, photos: Path, tmp_path: Path
+) -> None:
+    scanner = Scanner(model, lambda: directory(photos), CROP, tmp_path, "w")
+    (top, _) = scanner.layer("block1_conv1").exemplars(0, 1)
+    scanning, release = threading.Event(), threading.Event()
+
+    def held(progress: ScanProgress) -> None:  # the other scan stays under way meanwhile
+        scanning.set()
+        release.wait(120)
+
+    with ThreadPoolExecutor(2) as pool:
+        other = pool.submit(scanner.layer, "block2_conv1", held)
+        try:
+            assert scanning.wait(120)
+            reading = pool.submit(
+                lambda: (scanner.layer("block1_conv1"), scanner.pixels(top[0].crop))
+            )
+            cached, pixels = reading.result(timeout=30)
+            assert not other.done()
+        finally:
+            release.set()
+        assert other.result(timeout=120).layer == "block2_conv1"
+    assert cached.layer == "block1_conv1" and pixels.shape == (CROP, CROP, 3)

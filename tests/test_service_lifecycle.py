@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -19,6 +21,8 @@ from featviz.v1 import featviz_pb2_grpc as pb_grpc
 from featviz_server import engine
 from featviz_server.config import Settings
 from featviz_server.model import VGG16
+from featviz_server.service.metrics import Metrics
+from featviz_server.service.scheduler import Scheduler, ShuttingDown
 from featviz_server.service.server import Server
 from featviz_server.weights import Weights
 
@@ -31,6 +35,37 @@ LONG = {"layer": "block2_conv1", "channels": [5], "size": 64, "steps": 400, "pre
 
 
 # --- in-process servers (the loader and the engine can be replaced) --------------------------
+
+
+async def test_a_request_for_a_run_that_the_drain_ended_is_sent_elsewhere(
+    model: VGG16, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held, steps = threading.Event(), []
+
+    def advance(runs: list[engine.Run]) -> None:  # the second step waits until released
+        steps.append(len(runs))
+        if len(steps) > 1:
+            held.wait(30)
+        real_advance(runs)
+
+    real_advance = engine.advance
+    monkeypatch.setattr(engine, "advance", advance)
+    scheduler = Scheduler(
+        model, Metrics(), max_active=1, queue_size=1, retry_after=1.0, max_batch_images=8,
+        pending_updates=4, pending_bytes=1 << 20,
+    )  # fmt: skip
+    job = engine.Job("block1_conv1", (0,), engine.recipe("lucid", size=32, steps=1000))
+    async with contextlib.aclosing(scheduler.run(job, progress_every=1)) as first:
+        await anext(first)  # under way; this client reads nothing more for now
+        draining = asyncio.create_task(scheduler.drain(grace=0))
+        await asyncio.sleep(0.5)  # the grace is over: the run is told to end, and cannot yet
+        with pytest.raises(ShuttingDown):  # not joined to the ending run, to wait for nothing
+            await asyncio.wait_for(anext(scheduler.run(job, progress_every=1)), 10)
+        held.set()
+        with pytest.raises(ShuttingDown):
+            async for _ in first:
+                pass
+    await draining
 
 
 async def health_status(port: int) -> int:

@@ -278,16 +278,21 @@ def cache_result(seed: int) -> engine.RenderResult:
     return engine.RenderResult(pixels, [1.0], [2.0], 2, 0.1, "cpu", [1.5], [0.25])
 
 
-def test_leftover_partial_files_count_in_the_bound_and_go_once_stale(tmp_path: Path) -> None:
+def test_leftover_partial_files_count_in_the_bound_and_go_once_stale_and_others_stay(
+    tmp_path: Path,
+) -> None:
     entry_bytes = cache_job(0).recipe.size ** 2 * 3 + 2000
-    stale, fresh = tmp_path / "killed.part", tmp_path / "writing.part"
-    stale.write_bytes(b"x" * 10_000)
+    stale, fresh = tmp_path / "killed.result.part", tmp_path / "writing.result.part"
+    others = [tmp_path / "notes.txt", tmp_path / "download.part"]  # not the cache's: kept
     hour_ago = time.time() - 3600
-    os.utime(stale, (hour_ago, hour_ago))
+    for path in (stale, *others):
+        path.write_bytes(b"x" * 10_000)
+        os.utime(path, (hour_ago, hour_ago))
     fresh.write_bytes(b"x" * 2 * entry_bytes)  # a write in progress, by another replica
     metrics = Metrics()
     cache = ResultCache(tmp_path, 3 * entry_bytes, "sha", metrics)  # start-up
     assert not stale.exists() and fresh.exists()
+    assert all(path.exists() for path in others)
     partial = {"reason": "partial"}
     assert metrics.registry.get_sample_value("featviz_result_cache_damaged_total", partial) == 1
     for seed in (1, 2):

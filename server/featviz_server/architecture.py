@@ -62,6 +62,11 @@ class LayerGeometry:
     receptive_field: int
     stride: int
 
+    @property
+    def centre(self) -> tuple[int, int]:
+        """The (x, y) of the unit at the centre of the output: a neuron's default position."""
+        return self.output_width // 2, self.output_height // 2
+
 
 def geometry(height: int, width: int | None = None) -> list[LayerGeometry]:
     """Output shape, receptive field and stride of every layer for an input of this size.

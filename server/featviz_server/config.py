@@ -128,9 +128,11 @@ class Settings:
             )
         if self.exemplars_dir is not None and not self.exemplars_dir.is_dir():
             raise SettingsError(f"exemplars_dir: {self.exemplars_dir} is not a directory")
-        for name in ("retry_after", "drain_grace", "unread_result_timeout"):
+        for name in ("retry_after", "drain_grace"):
             if not getattr(self, name) >= 0:  # NaN too
                 raise SettingsError(f"{name}: must not be negative")
+        if not self.unread_result_timeout > 0:  # a stream needs some time to be read
+            raise SettingsError("unread_result_timeout: must be more than 0")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

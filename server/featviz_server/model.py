@@ -36,7 +36,7 @@ class ConvReLU(nn.Module):
     def __init__(self, in_channels: int, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.relu: nn.Module = nn.ReLU()
+        self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.conv(x))

@@ -96,7 +96,7 @@ def _cached(path: Path, record: Path, weights_sha256: str) -> OnnxExport | None:
 
 
 def _build(model: VGG16, destination: Path, weights_sha256: str) -> None:
-    """Export a clean CPU copy of `model` (no swapped ReLU, no GPU leaks in), then check it."""
+    """Export a clean CPU copy of `model` (nothing of its device leaks in), then check it."""
     import onnx
 
     graph = _EveryLayer()

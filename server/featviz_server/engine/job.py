@@ -11,9 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..architecture import LAYERS, MIN_INPUT_SIZE
-
-_LAYER_ORDER = {layer.name: i for i, layer in enumerate(LAYERS)}
+from ..architecture import MIN_INPUT_SIZE, layer_index
 
 ParameterizationName = Literal["pixel", "fourier"]
 OptimizerName = Literal["adam", "normalized_ascent"]
@@ -24,6 +22,7 @@ ObjectiveKind = Literal["channel", "neuron"]
 TermKind = Literal["channel", "neuron", "direction", "l1", "l2", "total_variation", "diversity"]
 StopReason = Literal["step_limit", "converged"]
 PENALTIES: tuple[TermKind, ...] = ("l1", "l2", "total_variation")  # terms on the input image
+UNITS: tuple[TermKind, ...] = ("channel", "neuron", "direction")  # what the activation measures
 
 
 Bound = float | str | None  # a number; a limit or another field's name, optionally "/2"; none
@@ -320,7 +319,7 @@ class Job:
     @property
     def cut_layer(self) -> str:
         """The deepest layer read: the network is cut right after it."""
-        return max(self.layers, key=_LAYER_ORDER.__getitem__)
+        return max(self.layers, key=layer_index)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..architecture import layer_geometry
 from . import job as domain
 from . import regularizers
-from .job import PENALTIES, Job
+from .job import PENALTIES, UNITS, Job
 
 INPUT = "input"  # the key of the (plain, untransformed) input images in `layers`
 Layers = Mapping[str, torch.Tensor]
@@ -191,8 +191,7 @@ def _compile(job: Job, slots: list[Slot], narrowed: bool) -> Term:
         if term.kind == "channel":
             compiled: Term = Channel(term.layer, channels)
         elif term.kind == "neuron":
-            side = layer_geometry(term.layer, size).output_width
-            x, y = term.neuron or (side // 2, side // 2)
+            x, y = term.neuron or layer_geometry(term.layer, size).centre
             compiled = Neuron(term.layer, channels, x, y)
         elif term.kind == "direction":
             compiled = Direction(term.layer, term.vector)
@@ -220,7 +219,7 @@ def unit(job: Job, narrowed: bool = False) -> Term:
     slots = _slots(job)
     if job.expression is None:
         slots = [((1.0,) * len(job.images), slots[0][1])]
-    kept = [slot for slot in slots if slot[1].kind in ("channel", "neuron", "direction")]
+    kept = [slot for slot in slots if slot[1].kind in UNITS]
     return _compile(job, kept, narrowed)
 
 

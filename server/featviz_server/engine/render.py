@@ -3,7 +3,7 @@ of compatible runs forward by one batched forward/backward, and `render` is the 
 
 Runs of different jobs can share `advance` (continuous batching) because nothing couples the
 images of a batch: each run has its own parameters, optimizer and per-image random generators,
-every loss term is per image, and the CPU network is batch-invariant (forward.activations,
+every loss term is per image, and the CPU network is batch-invariant (forward._convolve,
 docs/engine.md).
 """
 
@@ -25,6 +25,7 @@ from .forward import apply_layer, collect
 from .images import display, to_numpy, to_uint8
 from .job import (
     PENALTIES,
+    UNITS,
     Cancelled,
     Expression,
     Job,
@@ -53,8 +54,6 @@ def validate(job: Job) -> None:
         _validate_expression("expression", job.expression, job.recipe.size)
         if job.interpolate_to is not None:
             _validate_expression("interpolate_to", job.interpolate_to, job.recipe.size)
-        if not job.layers:
-            raise ValueError("expression: reads no layer; add a channel, neuron or direction term")
     if job.images_per_channel < 1:
         raise ValueError("images_per_channel: must be at least 1")
     schema.check(job.recipe)
@@ -71,8 +70,6 @@ def _validate_layer_and_channels(job: Job) -> None:
 
 
 def _validate_expression(field: str, expression: Expression, size: int) -> None:
-    if not expression.terms:
-        raise ValueError(f"{field}.terms: at least one term is required")
     for i, (weight, term) in enumerate(expression.terms):
         at = f"{field}.terms[{i}]"
         if not math.isfinite(weight):
@@ -96,6 +93,8 @@ def _validate_expression(field: str, expression: Expression, size: int) -> None:
                 )
             if not all(map(math.isfinite, term.vector)) or not any(term.vector):
                 raise ValueError(f"{at}.vector: values must be finite and not all 0")
+    if not any(term.kind in UNITS for _, term in expression.terms):
+        raise ValueError(f"{field}.terms: reads no unit; add a channel, neuron or direction term")
 
 
 class Run:

@@ -34,12 +34,14 @@ class Field:
 
 
 class OptionError(ValueError):
-    """A recipe field has a value the engine cannot run; `field` is its name."""
+    """A recipe field has a value the engine cannot run; `field` is its name, `involves` the
+    other fields that its range or rule depends on."""
 
-    def __init__(self, field: str, description: str) -> None:
+    def __init__(self, field: str, description: str, involves: tuple[str, ...] = ()) -> None:
         super().__init__(f"{field}: {description}")
         self.field = field
         self.description = description
+        self.involves = involves
 
 
 def _fields(cls: type, prefix: str = "") -> Iterator[Field]:
@@ -92,7 +94,12 @@ def check(recipe: Recipe, limits: Limits | None = None) -> Recipe:
             if not number or isinstance(v, bool):
                 raise OptionError(f.name, f"must be a{'n int' if f.type == 'int' else ' number'}")
             if not (math.isfinite(v) and (low is None or v >= low) and (high is None or v <= high)):
-                raise OptionError(f.name, f"{v} is out of range; allowed: {_range(low, high)}")
+                named = (_field_named(bound) for bound in (f.spec.low, f.spec.high))
+                raise OptionError(
+                    f.name,
+                    f"{v} is out of range; allowed: {_range(low, high)}",
+                    tuple(name for name in named if name),
+                )
     _check_rules(recipe)
     return recipe
 
@@ -100,12 +107,22 @@ def check(recipe: Recipe, limits: Limits | None = None) -> Recipe:
 def _check_rules(recipe: Recipe) -> None:
     """The rules between fields (each also said in its field's `constraint`)."""
     if recipe.value_range == "raw" and recipe.parameterization != "pixel":
-        raise OptionError("value_range", "'raw' needs the pixel parameterization")
+        raise OptionError(
+            "value_range", "'raw' needs the pixel parameterization", ("parameterization",)
+        )
     t = recipe.transforms
     if t is not None and t.scale_min > t.scale_max:
         raise OptionError(
-            "transforms.scale_min", f"{t.scale_min} is larger than scale_max {t.scale_max}"
+            "transforms.scale_min",
+            f"{t.scale_min} is larger than scale_max {t.scale_max}",
+            ("transforms.scale_max",),
         )
+
+
+def _field_named(bound: Bound) -> str | None:
+    """The field a bound names ("size" for "size/2"), if it names one."""
+    name = bound.partition("/")[0] if isinstance(bound, str) else None
+    return name if name in BY_NAME else None
 
 
 def _resolve(bound: Bound, recipe: Recipe | None, limits: Limits) -> float | None:

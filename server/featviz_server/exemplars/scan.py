@@ -134,8 +134,9 @@ class _Extremes:
 class Scanner:
     """Scans `collection` with `model` at crops of `size` pixels; results cached on disk.
 
-    Thread-safe: the collection is listed once, and one scan runs at a time; callers wanting the
-    same layer wait for it.
+    Thread-safe: the collection is listed once, and one scan runs at a time (callers wanting a
+    layer that is not cached yet wait for it); a cached layer and the crops' pixels are read
+    without waiting for a scan.
     """
 
     def __init__(
@@ -152,8 +153,9 @@ class Scanner:
         self.size = size
         self._cache_dir = cache_dir
         self._weights_sha256 = weights_sha256
-        self._lock = threading.Lock()  # one scan at a time
+        self._scanning = threading.Lock()  # one scan at a time
         self._listing = threading.Lock()  # one listing of the collection
+        self._opening = threading.Lock()  # the open photos below
         self._photos: OrderedDict[str, Image.Image] = OrderedDict()
 
     def collection(self) -> tuple[Collection, str]:
@@ -171,8 +173,11 @@ class Scanner:
         self, layer: str, progress: Callable[[ScanProgress], None] | None = None
     ) -> LayerExemplars:
         """The exemplars of every channel of `layer`: from the cache, else from a scan."""
-        with self._lock:
-            stored = self._load(layer)
+        stored = self._load(layer)  # cache files appear whole (written aside, then renamed)
+        if stored is not None:
+            return stored
+        with self._scanning:
+            stored = self._load(layer)  # the scan this call waited for may have stored it
             if stored is not None:
                 return stored
             scanned = self._scan(layer, progress or (lambda _: None))
@@ -182,7 +187,7 @@ class Scanner:
 
     def pixels(self, crop: Crop) -> np.ndarray:
         """The crop as scanned: (size, size, 3) uint8 RGB."""
-        with self._lock:
+        with self._opening:
             photo = self._photos.pop(crop.source, None)
             if photo is None:
                 collection, _ = self.collection()

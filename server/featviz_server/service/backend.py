@@ -4,7 +4,7 @@ export."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine import device as devices
@@ -24,8 +24,6 @@ class Backend:
     scheduler: Scheduler
     exemplars: ExemplarSearch
     cache_dir: Path
-    _onnx: OnnxExport | None = field(default=None, init=False)
-    _onnx_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     @property
     def device(self) -> str:
@@ -33,8 +31,6 @@ class Backend:
         return devices.describe(next(self.model.parameters()).device)
 
     async def onnx_export(self) -> OnnxExport:
-        """The cached ONNX export, produced off the event loop by the first caller only."""
-        async with self._onnx_lock:
-            if self._onnx is None:
-                self._onnx = await asyncio.to_thread(export_onnx, self.model, self.cache_dir)
-            return self._onnx
+        """The ONNX export, off the event loop: the cached file once checked (0.1 s on a CPU),
+        built again if it is gone or damaged; concurrent callers build it once."""
+        return await asyncio.to_thread(export_onnx, self.model, self.cache_dir)

@@ -7,7 +7,10 @@ A client that leaves during a scan does not stop it: the scan is cached for the 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +49,9 @@ class ExemplarSearch:
 
     def __init__(self, scanner: Scanner) -> None:
         self._scanner = scanner
+        # Scans take their own thread: the ones waiting their turn hold none of the loop's
+        # shared pool, which validation, encoding and the result cache need meanwhile.
+        self._scans = ThreadPoolExecutor(1, thread_name_prefix="exemplar-scan")
 
     async def find(self, query: ExemplarQuery) -> AsyncIterator[ExemplarEvent]:
         cached = await asyncio.to_thread(self._scanner.is_cached, query.layer)
@@ -60,7 +66,8 @@ class ExemplarSearch:
             finally:
                 loop.call_soon_threadsafe(updates.put_nowait, _END)
 
-        scanning = asyncio.ensure_future(asyncio.to_thread(scan))
+        in_context = functools.partial(contextvars.copy_context().run, scan)  # as to_thread
+        scanning = loop.run_in_executor(None if cached else self._scans, in_context)
         while (update := await updates.get()) is not _END:
             yield update  # type: ignore[misc]
         layer = await scanning

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 # Bump when the stored layout, or what the engine computes for a given job, changes.
 FORMAT = 3
 MAGIC = b"featviz-result\n"
-SUFFIX, PARTIAL = ".result", ".part"
+SUFFIX, PARTIAL = ".result", ".result.part"  # the cache's files: eviction touches no other
 MAX_HEADER_BYTES = 1 << 20  # 512 images' facts take ~60 kB
 STALE_PARTIAL_SECONDS = 600.0  # a partial file this old has no writer left
 
@@ -254,9 +254,9 @@ class ResultCache:
                 stat = path.stat()
             except FileNotFoundError:  # evicted meanwhile by another replica
                 continue
-            if not path.is_file():
+            if not path.is_file() or not path.name.endswith((SUFFIX, PARTIAL)):
                 continue
-            if path.suffix == PARTIAL:
+            if path.name.endswith(PARTIAL):
                 if now - stat.st_mtime > STALE_PARTIAL_SECONDS:
                     path.unlink(missing_ok=True)
                     self._damaged("partial")

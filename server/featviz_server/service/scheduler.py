@@ -196,7 +196,9 @@ class Scheduler:
             for ticket in self._active:
                 ticket.shut_down = True
                 ticket.cancel.set()
-                ticket.publish(ShuttingDown("server shut down before the run finished"))
+                self._forget(ticket).publish(
+                    ShuttingDown("server shut down before the run finished")
+                )
             await self._idle.wait()
         self._batcher.stop()
 

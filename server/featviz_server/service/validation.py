@@ -119,7 +119,7 @@ def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximizatio
         recipe=recipe,
         objective=_objective(request.objective, layer, recipe.size),
         seed=_seed(request),
-        images_per_channel=request.images_per_channel or 1,
+        images_per_channel=_images_per_channel(request),
         init=_init_image(request, recipe.size),
     )
     return _plan(request, job, settings)
@@ -141,8 +141,13 @@ def _plan(request: pb.MaximizeRequest, job: engine.Job, settings: Settings) -> M
     return Maximization(job, preview_every, request.preview_size, not request.no_preview_images)
 
 
+def _images_per_channel(request: pb.MaximizeRequest) -> int:
+    """The images per channel (per objective, with an expression) asked for: 0 means one."""
+    return request.images_per_channel or 1
+
+
 def _seed(request: pb.MaximizeRequest) -> int:
-    return _check_range("seed", request.seed, 0, UINT64_MAX - (request.images_per_channel or 1) + 1)
+    return _check_range("seed", request.seed, 0, UINT64_MAX - _images_per_channel(request) + 1)
 
 
 def _expression_maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximization:
@@ -154,10 +159,9 @@ def _expression_maximization(request: pb.MaximizeRequest, settings: Settings) ->
     ):
         if given:
             raise InvalidArgument(name, "must be empty with an objective expression")
-    images = request.images_per_channel or 1
-    _check_range(
-        "images_per_channel", images, 1, min(settings.max_images_per_channel, settings.max_images)
-    )
+    images = _images_per_channel(request)
+    most = min(settings.max_images_per_channel, settings.max_images)
+    _check_range("images_per_channel", images, 1, most, "0 (one) or ")
     recipe = _recipe(request, settings)
     job = engine.Job(
         layer="",
@@ -246,7 +250,7 @@ def _expression(field: str, expression: pb.ObjectiveExpression) -> engine.Expres
 
 def _channels(request: pb.MaximizeRequest, layer: Layer, settings: Settings) -> tuple[int, ...]:
     channels = _channel_indices(request.channels, layer, settings)
-    per_channel = request.images_per_channel or 1
+    per_channel = _images_per_channel(request)
     _check_range(
         "images_per_channel", per_channel, 1, settings.max_images_per_channel, "0 (one) or "
     )
@@ -292,11 +296,14 @@ def _recipe(
     overrides = _overrides(request)
     try:
         return engine.recipe(preset, limits(settings), layer=layer, **overrides)
-    except schema.OptionError as error:
-        field = schema.BY_NAME[error.field]
-        given = field.name.partition(".")[0] in overrides
-        hint = "" if given else f"the {preset} preset's {field.name} is not allowed here; "
-        raise InvalidArgument(field.spec.request or "preset", hint + error.description) from None
+    except schema.OptionError as error:  # named by the field the request gave, if it gave one
+        named = [schema.BY_NAME[name] for name in (error.field, *error.involves)]
+        given = [f for f in named if f.spec.request and f.name.partition(".")[0] in overrides]
+        if given and given[0] is named[0]:
+            raise InvalidArgument(named[0].spec.request, error.description) from None
+        hint = f"the {preset} preset's {named[0].name} is not allowed here; "
+        field = given[0].spec.request if given else "preset"
+        raise InvalidArgument(field, hint + error.description) from None
 
 
 def _overrides(request: pb.MaximizeRequest) -> dict[str, Any]:
@@ -347,10 +354,11 @@ def _objective(objective: pb.Objective, layer: Layer, size: int) -> engine.Objec
         raise InvalidArgument(name, "only allowed with objective.kind OBJECTIVE_KIND_NEURON")
     neuron = None
     if has_position:
-        shape = layer_geometry(layer.name, size)
-        x = objective.neuron_x if objective.HasField("neuron_x") else shape.output_width // 2
-        y = objective.neuron_y if objective.HasField("neuron_y") else shape.output_height // 2
-        neuron = (x, y)
+        x, y = layer_geometry(layer.name, size).centre
+        neuron = (
+            objective.neuron_x if objective.HasField("neuron_x") else x,
+            objective.neuron_y if objective.HasField("neuron_y") else y,
+        )
         with _field_errors():
             check_position(layer, neuron, size, "objective.neuron")
     return engine.Objective(kind, neuron, objective.negate, diversity)
