@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import featviz
-from featviz.atlas import render_atlas
+from featviz.atlas import IN_FLIGHT, KINDS, render_atlas
 from featviz.atlas_cli import DEFAULTS
 from featviz.atlas_site import Settings
 
@@ -64,12 +65,9 @@ def main() -> None:
     parser.add_argument("--channels", help="e.g. 0-3 (default: every channel of the layer)")
     parser.add_argument("--size", type=int, default=DEFAULTS.size)
     parser.add_argument("--steps", type=int, help="default: the preset's step cap")
-    parser.add_argument("--in-flight", type=int, default=8)
+    parser.add_argument("--in-flight", type=int, default=IN_FLIGHT)
     args = parser.parse_args()
-    settings = Settings(
-        size=args.size, steps=args.steps, preset=None, seed=0, variants=DEFAULTS.variants,
-        diversity=DEFAULTS.diversity, exemplars=DEFAULTS.exemplars,
-    )  # fmt: skip
+    settings = dataclasses.replace(DEFAULTS, size=args.size, steps=args.steps)
     server_args = ("--max-size", str(max(512, args.size)), "--metrics-port", "0")
     print(
         f"{args.layer} channels {args.channels or 'all'}, {args.size} px, "
@@ -88,7 +86,7 @@ def main() -> None:
             started = time.perf_counter()
             rendered = asyncio.run(render([s.target for s in servers], Path(tmp), settings, args))
             seconds = time.perf_counter() - started
-            channels = rendered // 3
+            channels = rendered // len(KINDS)
             rates[name] = channels / seconds * 3600
             print(
                 f"{name:<26} {channels} units in {seconds:6.1f} s = {rates[name]:7.1f} units/hour"

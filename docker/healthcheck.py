@@ -2,6 +2,9 @@
 
 Docker's HEALTHCHECK (and so Compose) runs it inside the container; Kubernetes uses its native
 gRPC probe instead. Usage: `healthcheck.py [TARGET]`, TARGET defaulting to 127.0.0.1:$FEATVIZ_PORT.
+When the server speaks TLS ($FEATVIZ_TLS_CERT is set), so does the check: it trusts that
+certificate and expects it to name $FEATVIZ_HEALTHCHECK_TLS_NAME (default localhost), since the
+check reaches the server by its loopback address rather than by the name it is known by.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ TIMEOUT_SECONDS = 3.0
 
 def check(target: str) -> bool:
     """True when `target` reports SERVING; the reason otherwise goes to stderr."""
-    with grpc.insecure_channel(target) as channel:
+    with _channel(target) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=TIMEOUT_SECONDS
@@ -28,6 +31,16 @@ def check(target: str) -> bool:
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(f"{target}: {status}", file=sys.stderr)
     return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _channel(target: str) -> grpc.Channel:
+    certificate = os.environ.get("FEATVIZ_TLS_CERT")
+    if not certificate:
+        return grpc.insecure_channel(target)
+    with open(certificate, "rb") as file:
+        credentials = grpc.ssl_channel_credentials(root_certificates=file.read())
+    name = os.environ.get("FEATVIZ_HEALTHCHECK_TLS_NAME", "localhost")
+    return grpc.secure_channel(target, credentials, [("grpc.ssl_target_name_override", name)])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TOKEN
-from serverproc import ServerError, ServerProcess, start_server
+from serverproc import ServerProcess, start_server
 
 import featviz
 from featviz_server.architecture import LAYERS_BY_NAME, TOTAL_PARAMETERS, geometry
@@ -88,20 +88,13 @@ def test_stream_ends_with_the_result_and_leaving_it_cancels_the_run(
     assert isinstance(updates[-1], featviz.Finished)
     assert updates[-1].result.images[0].png.startswith(b"\x89PNG")
 
-    cancelled_before = _finished(server, "cancelled")
+    cancelled = 'featviz_runs_finished_total{status="cancelled"}'
+    cancelled_before = server.metric(cancelled, 0.0)
     for update in client.stream_maximize("block1_conv2", 3, size=64, steps=400, preview_every=1):
         if isinstance(update, featviz.Progress):
             break  # leaving the loop cancels the run on the server
-    _wait_for(lambda: _finished(server, "cancelled") == cancelled_before + 1)
-    _wait_for(lambda: server.metric("featviz_active_runs") == 0)
-
-
-def _finished(server: ServerProcess, status: str) -> float:
-    """Runs that ended with `status` so far (the counter appears with its first run)."""
-    try:
-        return server.metric(f'featviz_runs_finished_total{{status="{status}"}}')
-    except ServerError:
-        return 0.0
+    server.wait_metric(cancelled, cancelled_before + 1)
+    server.wait_metric("featviz_active_runs", 0)
 
 
 def test_export_onnx_downloads_and_verifies_the_file(
@@ -233,7 +226,7 @@ def test_queued_then_turned_away_then_retried_after_the_hint(
     assert all(isinstance(r.error, featviz.Overloaded) and not r.restarted for r in retries)
     assert all(r.delay >= 0.3 for r in retries)  # never sooner than the server asked
     assert all(r.activations[0] > 0 for r in (third, results["running"], results["queued"]))
-    _wait_for(lambda: one_slot_server.metric("featviz_active_runs") == 0)
+    one_slot_server.wait_metric("featviz_active_runs", 0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -72,8 +72,18 @@ def test_a_misspelt_keyword_is_named_with_the_closest_option() -> None:
         maximize_request("block1_conv2", 14, {"transforms": {"jiter": 4}})
 
 
-def test_the_typed_keywords_and_the_option_table_name_the_same_options() -> None:
-    assert set(typing.get_type_hints(MaximizeOptions)) == set(OPTIONS)
+def test_the_typed_keywords_and_the_option_table_name_the_same_options_and_words() -> None:
+    hints = typing.get_type_hints(MaximizeOptions)
+    assert set(hints) == set(OPTIONS)
+    for name, option in OPTIONS.items():
+        if option.enum is not None:  # the words the contract's enum accepts, and no others
+            words = [
+                word
+                for arm in (hints[name], *typing.get_args(hints[name]))
+                if typing.get_origin(arm) is typing.Literal
+                for word in typing.get_args(arm)
+            ]
+            assert tuple(words) == option.choices, name
 
 
 def test_options_land_in_their_request_fields() -> None:
@@ -136,7 +146,16 @@ def test_bad_option_values_are_refused_naming_the_option(
         maximize_request("block1_conv2", 14, options)
 
 
-def test_channels_from_ints_lists_and_text() -> None:
+@pytest.mark.parametrize("option", [{"negate": True}, {"diversity": 0.5}, {"neuron": (1, 2)}])
+def test_options_of_a_channel_objective_are_refused_with_an_expression_naming_them(
+    option: dict,
+) -> None:
+    expression = featviz.channel("block4_conv3", 12)
+    with pytest.raises(TypeError, match=f"{next(iter(option))} is for a layer and channels"):
+        maximize_request(None, None, {"objective": expression, **option})
+
+
+def test_channels_may_be_an_int_a_list_or_text() -> None:
     assert list(maximize_request("block1_conv2", 14, {}).channels) == [14]
     assert list(maximize_request("block1_conv2", (3, 7), {}).channels) == [3, 7]
     assert list(maximize_request("block1_conv2", "0-2,9", {}).channels) == [0, 1, 2, 9]
@@ -265,7 +284,7 @@ def test_bad_replica_lists_are_refused(targets: list[str], pattern: str) -> None
         channel_address(targets)
 
 
-def test_credentials_and_token(tmp_path: Path) -> None:
+def test_tls_makes_credentials_and_the_token_goes_in_the_metadata(tmp_path: Path) -> None:
     assert channel_credentials(None) is None
     assert isinstance(channel_credentials(True), grpc.ChannelCredentials)
     with pytest.raises(FileNotFoundError):

@@ -179,6 +179,20 @@ def test_healthcheck_script_reports_serving_through_the_balancer(balancer: str) 
     assert "UNAVAILABLE" in down.stderr
 
 
+def test_healthcheck_speaks_tls_to_a_tls_server(
+    secure_server: ServerProcess, certificate: tuple[Path, Path]
+) -> None:
+    healthcheck = [sys.executable, str(ROOT / "docker" / "healthcheck.py"), secure_server.target]
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("FEATVIZ_")}
+    tls = {**plain, "FEATVIZ_TLS_CERT": str(certificate[0])}
+    serving = subprocess.run(healthcheck, env=tls, capture_output=True, text=True, timeout=30)
+    assert serving.returncode == 0, serving.stderr
+    assert "SERVING" in serving.stderr
+    plaintext = subprocess.run(healthcheck, env=plain, capture_output=True, text=True, timeout=30)
+    assert plaintext.returncode == 1
+    assert "UNAVAILABLE" in plaintext.stderr
+
+
 def test_load_spreads_over_both_replicas(balancer: str, replicas: list[ServerProcess]) -> None:
     before = [replica.metric(FINISHED_OK, 0.0) for replica in replicas]
     results = run_all(balancer, list(range(RUNS)))

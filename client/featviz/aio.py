@@ -125,7 +125,10 @@ class AsyncClient(ClientBase):
         channels: ChannelsLike | None = None,
         **options: Unpack[MaximizeOptions],
     ) -> AsyncIterator[Update]:
-        """See `Client.stream_maximize`, as an async iterator.
+        """See `Client.stream_maximize`, as an async iterator; to cancel the run on leaving
+        the loop early, close it (`await updates.aclose()`, or loop inside
+        `contextlib.aclosing(...)`): an async generator left alone is closed only when it is
+        garbage-collected.
 
         Example::
 

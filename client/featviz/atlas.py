@@ -77,7 +77,6 @@ class SiteFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.written = 0
 
     def remove_partial_writes(self) -> None:
         """Temporary files left by a killed atlas."""
@@ -96,7 +95,6 @@ class SiteFiles:
         part = path.with_name(path.name + PART_SUFFIX)
         part.write_bytes(payload)
         os.replace(part, path)
-        self.written += 1
 
     def write_record(self, relative: str, record: dict[str, Any]) -> None:
         self.write(relative, json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -195,6 +193,7 @@ class Atlas:
                 self._queue.put_nowait(unit)
             if not self._left[name]:
                 self.write_layer(layer)
+        self.write_index()
         self._progress()
         workers = [
             asyncio.ensure_future(self._worker(client))
@@ -221,6 +220,7 @@ class Atlas:
             self._left[layer] -= 1
             if not self._left[layer]:
                 self.write_layer(next(x for x in self.plan.layers if x.name == layer))
+                self.write_index()
 
     async def _render(self, client: AsyncClient, unit: Unit) -> None:
         request = unit.request(self.settings)
@@ -316,7 +316,6 @@ class Atlas:
             page = channel_page(channel, self.settings, previous, following)
             self.files.write(f"{layer.name}/{channel.channel}.html", page)
         self.files.write(f"{layer.name}.html", layer_page(layer, complete))
-        self.write_index()
 
     def write_index(self) -> None:
         rows = []
@@ -330,6 +329,7 @@ class Atlas:
     def write_site(self) -> None:
         for layer in self.plan.layers:
             self.write_layer(layer)
+        self.write_index()
 
 
 async def render_atlas(
@@ -346,6 +346,8 @@ async def render_atlas(
     units that were already done)."""
     if in_flight < 1:
         raise ValueError(f"in_flight: must be at least 1, got {in_flight}")
+    if settings.variants < 1:
+        raise ValueError(f"variants: must be at least 1, got {settings.variants}")
     files = SiteFiles(root)
     root.mkdir(parents=True, exist_ok=True)
     files.remove_partial_writes()

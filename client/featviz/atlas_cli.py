@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from featviz.aio import AsyncClient
@@ -29,7 +30,7 @@ def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
     )
     d = DEFAULTS
     parser.add_argument("--size", type=int, default=d.size, help=f"image side (default {d.size})")
-    parser.add_argument("--steps", type=int, help="optimization steps (default: the preset's)")
+    parser.add_argument("--steps", type=int, help=OPTIONS["steps"].help)
     parser.add_argument("--preset", choices=OPTIONS["preset"].choices, help="recipe")
     parser.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
     parser.add_argument(
@@ -63,15 +64,7 @@ def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
 def run_atlas(args: argparse.Namespace, targets: list[str], tls: TlsLike) -> int:
     """Render the atlas of `args` through every target (over TLS as `AsyncClient` takes it); the
     exit status."""
-    settings = Settings(
-        size=args.size,
-        steps=args.steps,
-        preset=args.preset,
-        seed=args.seed,
-        variants=args.variants,
-        diversity=args.diversity,
-        exemplars=args.exemplars,
-    )
+    settings = Settings(**{field.name: getattr(args, field.name) for field in fields(Settings)})
     layers = [name.strip() for name in args.layers.split(",")] if args.layers else None
     bar = ProgressBar("atlas", enabled=not args.quiet)
 

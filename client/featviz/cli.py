@@ -24,7 +24,7 @@ from featviz.objectives import Objective
 from featviz.objectives import parse as parse_objective
 from featviz.options import OPTIONS, parse_channels, suggestion
 from featviz.progressbar import ProgressBar
-from featviz.result import Finished, Progress, Queued, Result, Retrying, Update
+from featviz.result import Finished, Progress, Queued, Result, Retrying, Update, is_one_file
 from featviz.retry import RetryPolicy
 
 EXIT_SERVER_ERROR = 1
@@ -46,12 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = suggestion(flag, args.subparser._option_string_actions)
         args.subparser.error(f"unrecognized argument {unknown[0]!r}{hint}")
     try:
-        client = _client(args)
-    except (ValueError, TypeError, OSError) as error:
-        args.subparser.error(str(error))
-    try:
-        with client:
-            return args.command(client, args)
+        return args.command(args)
     except _UsageError as error:
         args.subparser.error(str(error))
     except FeatvizError as error:
@@ -95,20 +90,34 @@ def _tls(args: argparse.Namespace) -> TlsLike:
     return args.tls_ca or args.tls or None
 
 
-def _client(args: argparse.Namespace) -> Client:
-    return Client(_targets(args), args.token, _tls(args), args.timeout, args.retries)
+def _connected(
+    command: Callable[[Client, argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """`command(client, args)` with a client of the command line's connection flags."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            client = Client(_targets(args), args.token, _tls(args), args.timeout, args.retries)
+        except (ValueError, TypeError, OSError) as error:
+            raise _UsageError(str(error)) from None
+        with client:
+            return command(client, args)
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------
 # featviz maximize
 
 
+@_connected
 def _maximize(client: Client, args: argparse.Namespace) -> int:
     options = {name: getattr(args, name) for name in OPTIONS if name not in _FIXED_OPTIONS}
     channels = 1 if args.channels is None else len(args.channels)
     images = channels * (args.images_per_channel or 1)
     output = Path(args.output) if args.output else None
-    if not args.sheet and images > 1 and output is not None and output.suffix == ".png":
+    if not args.sheet and images > 1 and output is not None and is_one_file(output):
         raise _UsageError(f"{images} images need a directory for -o, not {output}")
     try:
         if args.channels is None:  # LAYER is an objective expression
@@ -160,8 +169,7 @@ def _follow(updates: Iterable[Update], bar: ProgressBar) -> Result:
         elif isinstance(update, Queued):
             bar.message(f"queued, position {update.position}")
         elif isinstance(update, Retrying):
-            again = "resubmitting the run" if update.restarted else "retrying"
-            bar.message(f"{update.error}; {again} in {update.delay:.1f} s")
+            bar.message(str(update))
         elif isinstance(update, Finished):
             return update.result
     raise AssertionError("unreachable: the stream ends with Finished or raises")
@@ -180,7 +188,7 @@ def _save_sheet(result: Result, output: Path | None, columns: int | None) -> Pat
         for image, activation in zip(result.images, result.activations, strict=True)
     ]
     path = output or Path(".")
-    if path.suffix.lower() != ".png":
+    if not is_one_file(path):
         path = path / f"{result.layer or 'objective'}_sheet.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     contact_sheet([image.png for image in result.images], labels, columns).save(path)
@@ -217,6 +225,7 @@ def _print_result(result: Result, paths: Sequence[Path]) -> None:
 # featviz describe
 
 
+@_connected
 def _describe(client: Client, args: argparse.Namespace) -> int:
     description = client.describe_model(args.size)
     if args.json:
@@ -286,6 +295,7 @@ def _layer_table(description: ModelDescription) -> str:
 # featviz export-onnx
 
 
+@_connected
 def _export_onnx(client: Client, args: argparse.Namespace) -> int:
     bar = ProgressBar("export-onnx")
 
@@ -304,7 +314,7 @@ def _export_onnx(client: Client, args: argparse.Namespace) -> int:
 # featviz atlas
 
 
-def _atlas(client: Client, args: argparse.Namespace) -> int:
+def _atlas(args: argparse.Namespace) -> int:
     """The atlas keeps runs in flight on every target at once: an asynchronous client each."""
     try:
         return run_atlas(args, _targets(args), _tls(args))
@@ -356,7 +366,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a .png file (one image, or the --sheet) or a directory (default: .)",
     )
     maximize.add_argument("--sheet", action="store_true", help="write one labelled contact sheet")
-    maximize.add_argument("--columns", type=int, metavar="N", help="columns of the contact sheet")
+    maximize.add_argument(
+        "--columns",
+        type=_argument_type(_positive),
+        metavar="N",
+        help="columns of the contact sheet",
+    )
     maximize.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_option_flags(maximize.add_argument_group("optimization (default: the preset's)"))
     maximize.set_defaults(command=_maximize, subparser=maximize)
@@ -373,9 +388,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print every optimization option: range and value in each preset",
     )
-    describe.add_argument(
-        "--size", type=int, default=0, help="input size (default: the server's, 224)"
-    )
+    describe.add_argument("--size", type=int, default=0, help="input size (default: the server's)")
     describe.set_defaults(command=_describe, subparser=describe)
 
     export = commands.add_parser(
@@ -450,6 +463,16 @@ def _add_option_flags(group: argparse._ArgumentGroup) -> None:
         else:
             parse = _argument_type(option.parse) if option.parse else option.type
             group.add_argument(flag, type=parse, help=option.help)
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise ValueError(f"must be at least 1, got {number}")
+    return number
 
 
 def _argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:

@@ -61,7 +61,7 @@ class Client(ClientBase):
         self._channel.close()
 
     def describe_model(self, input_size: int = 0) -> ModelDescription:
-        """The network's layers (shapes at `input_size`; 0: the server's default, 224),
+        """The network's layers (shapes at `input_size`; 0: the server's default),
         parameter counts and weights.
 
         Example::
@@ -125,8 +125,9 @@ class Client(ClientBase):
         channels: ChannelsLike | None = None,
         **options: Unpack[MaximizeOptions],
     ) -> Iterator[Update]:
-        """Like `maximize`, as an iterator of updates ending with `Finished(result)`; leaving
-        the loop early cancels the run on the server.
+        """Like `maximize`, as an iterator of updates ending with `Finished(result)`. Closing
+        it early cancels the run on the server: `updates.close()`, or dropping the last
+        reference to it (a loop over the call itself does so when it breaks).
 
         Example::
 
@@ -147,7 +148,7 @@ class Client(ClientBase):
         count: int = 0,
         on_progress: Callable[[ExemplarUpdate], Any] | None = None,
     ) -> Exemplars:
-        """The `count` (0: the server's default, 8) crops of the server's photo collection that
+        """The `count` (0: the server's default) crops of the server's photo collection that
         excite each channel most and least. The first request for a layer makes the server scan
         its collection; `on_progress` gets its `ScanProgress` (and any `Retrying`).
 

@@ -78,8 +78,9 @@ class PermissionDenied(FeatvizError):
 
 
 class Overloaded(FeatvizError):
-    """RESOURCE_EXHAUSTED: the server's run slots and queue are full; `retry_delay` says when
-    to come back (seconds, from `google.rpc.RetryInfo`, or None)."""
+    """RESOURCE_EXHAUSTED: the server's run slots and queue are full, or its device ran out of
+    memory for the run's batch; `retry_delay` says when to come back (seconds, from
+    `google.rpc.RetryInfo`, or None)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

@@ -86,7 +86,7 @@ def progress_html(update: Update) -> str:
     if isinstance(update, Queued):
         return f"<div>queued, position {update.position}</div>"
     if isinstance(update, Retrying):
-        return f"<div>{html.escape(str(update.error))}; retrying in {update.delay:.1f} s</div>"
+        return f"<div>{html.escape(str(update))}</div>"
     assert isinstance(update, Finished)
     return result_html(update.result)
 

@@ -252,8 +252,14 @@ def maximize_request(
     if isinstance(expression, Objective):
         if layer is not None or channels is not None:
             raise TypeError("maximize() takes a layer and channels, or objective=..., not both")
-        request = featviz_pb2.MaximizeRequest(expression=expression.to_proto())
         options = {name: value for name, value in options.items() if name != "objective"}
+        for name, value in options.items():
+            if value is not None and OPTIONS[name].path.startswith("objective."):
+                raise TypeError(
+                    f"{name} is for a layer and channels; with an objective expression, "
+                    "write it in the expression (-(...), LAYER:diversity, LAYER:C@X,Y)"
+                )
+        request = featviz_pb2.MaximizeRequest(expression=expression.to_proto())
     else:
         if not isinstance(layer, str):
             raise TypeError(

@@ -131,7 +131,7 @@ class Result:
         """Write the PNGs: to `path` itself if it ends in .png (one image only), else into the
         directory `path` (created if needed) under `file_names()`. Returns the written paths."""
         path = Path(path)
-        if path.suffix.lower() == ".png":
+        if is_one_file(path):
             if len(self.images) != 1:
                 raise ValueError(f"{len(self.images)} images cannot go to one file {path}")
             targets = [path]
@@ -186,6 +186,10 @@ class Retrying:
     delay: float
     error: FeatvizError
     restarted: bool
+
+    def __str__(self) -> str:
+        again = "resubmitting the run" if self.restarted else "retrying"
+        return f"{self.error}; {again} in {self.delay:.1f} s"
 
 
 @dataclass(frozen=True)
@@ -281,6 +285,11 @@ class RunAssembler:
             _per_image(summary.robust_activation, len(images)),
             _per_image(summary.saturated_fraction, len(images)),
         )
+
+
+def is_one_file(path: Path) -> bool:
+    """Whether `path` names one PNG file (else a directory of them), as `Result.save` reads it."""
+    return path.suffix.lower() == ".png"
 
 
 def _per_image(values: Sequence[float], images: int) -> tuple[float, ...]:
