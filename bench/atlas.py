@@ -1,6 +1,6 @@
-"""Atlas throughput: units (channels: image, variants, negative) per hour for one layer at the
-atlas' defaults, through one server, through two servers on loopback, and through one server
-with continuous batching off (--max-batch-images 1), side by side in one run.
+"""Atlas throughput: channels (three runs each: image, variants, negative) per hour for one
+layer at the atlas' defaults, through one server, through two servers on loopback, and through
+one server with continuous batching off (--max-batch-images 1), side by side in one run.
 
     .venv/bin/python bench/atlas.py                              # block1_conv2, all 64 channels
     .venv/bin/python bench/atlas.py --channels 0-3 --steps 64    # a bounded run (~5 min, 2 cores)
@@ -89,8 +89,8 @@ def main() -> None:
             channels = rendered // len(KINDS)
             rates[name] = channels / seconds * 3600
             print(
-                f"{name:<26} {channels} units in {seconds:6.1f} s = {rates[name]:7.1f} units/hour"
-                f"   (mean batch {mean_batch(servers):.2f} images)",
+                f"{name:<26} {channels} channels in {seconds:6.1f} s = "
+                f"{rates[name]:7.1f} channels/hour   (mean batch {mean_batch(servers):.2f} images)",
                 flush=True,
             )
     one = rates["one server"]

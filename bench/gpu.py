@@ -5,14 +5,18 @@
 
 (1) Agreement with the CPU, on the canonical jobs (block1_conv2 ch 14, block5_conv2 ch 410,
     128 px, seed 0, the default preset), TF32 off:
-    - one forward and backward on the same input: activations and input gradients, as the
-      largest difference over the largest CPU value; tolerance 1e-3 (float32 sums in another
-      order differ by ~1e-6 of their scale; anything near the tolerance is a wrong kernel);
+    - one forward and backward on the same input: the activations as the largest difference
+      over the largest CPU value, tolerance 1e-3 (float32 sums in another order differ by ~1e-6
+      of their scale); the input gradients as the relative L2 difference, tolerance 1e-2 (a ReLU
+      near 0 that flips on those last bits changes a few gradient values by a step: ~3e-4 of
+      the whole; a wrong kernel is off by ~1);
     - the whole runs: an optimization amplifies those last bits, so the two images are not the
       same pixels; what must agree is what users see of them: the device's plain and robust
-      activations within 15 % of the CPU's, and both above the canonical bars.
+      activations within 15 % of the CPU's, and both robust activations above the canonical
+      bars (not with --quick, whose runs are too short for them).
 (2) Image-steps per second of the engine (`advance` on one run of the default preset, 224 px),
-    by layer and images per step, in float32 and under bf16 autocast (CUDA only).
+    by layer and images per step, in float32 (on CUDA: TF32 convolutions, as the server runs
+    them) and under bf16 autocast (CUDA only).
 (3) Continuous batching through the real server (tests/serverproc.py, on this device): 1, 8 and
     32 concurrent clients, each asking for one image of its own channel of block3_conv1 (128 px,
     the default preset), image-steps per second with the learnt batch budget and with batching
@@ -53,13 +57,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from engine import BARS  # bench/engine.py: the canonical units and their quality bars
 from serverproc import start_server  # the test helper that runs a real server
 
-GRADIENT_TOLERANCE = 1e-3  # largest difference / largest CPU value
+ACTIVATION_TOLERANCE = 1e-3  # largest difference / largest CPU value
+GRADIENT_TOLERANCE = 1e-2  # L2 norm of the difference / L2 norm of the CPU's
 RUN_TOLERANCE = 0.15  # plain and robust activation, relative to the CPU's
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @contextmanager
@@ -84,15 +84,27 @@ def bf16_autocast(model: VGG16, on: bool):
         model.bf16 = saved
 
 
-def relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
+def largest_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
     got, expected = got.detach().float().cpu(), expected.detach().float().cpu()
     return ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+
+
+def l2_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
+    got, expected = got.detach().float().cpu(), expected.detach().float().cpu()
+    return ((got - expected).norm() / expected.norm().clamp_min(1e-12)).item()
 
 
 # --- (1) agreement -------------------------------------------------------------------------------
 
 
+def canonical_job(layer: str, channel: int, size: int, steps: int | None) -> Job:
+    """The default preset on one channel, seed 0; `steps` None: the preset's cap for `layer`."""
+    length = {} if steps is None else {"steps": steps}
+    return Job(layer, (channel,), recipe(DEFAULT_PRESET, layer=layer, size=size, **length), seed=0)
+
+
 def agreement(model: VGG16, cpu_model: VGG16, size: int, steps: int | None) -> list[dict]:
+    """`steps` None: the default preset's own step cap for each layer, and the bars apply."""
     rows = []
     generator = torch.Generator().manual_seed(0)
     with exact_float32():
@@ -104,7 +116,7 @@ def agreement(model: VGG16, cpu_model: VGG16, size: int, steps: int | None) -> l
                 out = net.cut(layer)(x)
                 Channel(layer, (channel, channel))({layer: out}).sum().backward()
                 forward[name] = out, x.grad
-            job = Job(layer, (channel,), recipe(DEFAULT_PRESET, size=size, steps=steps), seed=0)
+            job = canonical_job(layer, channel, size, steps)
             runs = {"device": render(model, job)}
             runs["cpu"] = runs["device"] if model is cpu_model else render(cpu_model, job)
             plain = {k: r.activation[0] for k, r in runs.items()}
@@ -112,22 +124,23 @@ def agreement(model: VGG16, cpu_model: VGG16, size: int, steps: int | None) -> l
             rows.append(
                 {
                     "unit": f"{layer} {channel}",
-                    "activations": relative_difference(forward["device"][0], forward["cpu"][0]),
-                    "input_gradients": relative_difference(forward["device"][1], forward["cpu"][1]),
+                    "activations": largest_difference(forward["device"][0], forward["cpu"][0]),
+                    "input_gradients": l2_difference(forward["device"][1], forward["cpu"][1]),
                     "plain": plain,
                     "robust": robust,
                     "steps": {k: r.steps for k, r in runs.items()},
-                    "bar": bar,
+                    "bar": bar if steps is None else None,
                 }
             )
     for row in rows:
         row["ok"] = (
-            row["activations"] <= GRADIENT_TOLERANCE
+            row["activations"] <= ACTIVATION_TOLERANCE
             and row["input_gradients"] <= GRADIENT_TOLERANCE
             and all(
                 abs(row[kind]["device"] - row[kind]["cpu"]) <= RUN_TOLERANCE * row[kind]["cpu"]
                 for kind in ("plain", "robust")
             )
+            and (row["bar"] is None or min(row["robust"].values()) >= row["bar"])
         )
     return rows
 
@@ -142,11 +155,11 @@ def image_steps_per_second(model: VGG16, layer: str, images: int, size: int, ste
     run = Run(Job(layer, channels, every_step, seed=0), model)
     advance([run])  # first steps pick kernels (cuDNN autotuning) and allocate: not measured
     advance([run])
-    synchronize(run.device)
+    devices.synchronize(run.device)
     started = time.perf_counter()
     while not run.done:
         advance([run])
-    synchronize(run.device)
+    devices.synchronize(run.device)
     return images * steps / (time.perf_counter() - started)
 
 
@@ -195,18 +208,18 @@ async def clients_rate(target: str, clients: int, size: int, steps: int) -> floa
 
 def batching(device: str, client_counts: list[int], size: int, steps: int) -> list[dict]:
     rows = []
+    most = max(client_counts)
+    common = ("--device", device, "--max-size", "512", "--max-concurrent-runs", str(most))
     flags = {"batched": (), "one at a time": ("--max-batch-images", "1")}
     with ExitStack() as stack:
         servers = {  # both start at once; each is measured while the other idles
-            name: stack.enter_context(
-                start_server("--device", device, "--max-size", "512", *extra, wait=False)
-            )
+            name: stack.enter_context(start_server(*common, *extra, wait=False))
             for name, extra in flags.items()
         }
         for server in servers.values():
             server.wait_serving()
         for name, server in servers.items():
-            asyncio.run(clients_rate(server.target, 1, size, 4))  # warm-up
+            asyncio.run(clients_rate(server.target, most, size, 4))  # kernels for every batch
             for clients in client_counts:
                 rate = asyncio.run(clients_rate(server.target, clients, size, steps))
                 rows.append({"server": name, "clients": clients, "rate": rate})
@@ -255,10 +268,10 @@ def measure_seconds(model: VGG16, size: int, images: int) -> float:
     """The robust measure of `images` block5_conv3 images (the deepest cut: an upper bound)."""
     run = Run(Job("block5_conv3", tuple(range(images)), recipe(DEFAULT_PRESET, size=size)), model)
     pixels = (torch.rand(images, 3, size, size) * 255).to(torch.uint8).to(run.device)
-    synchronize(run.device)
+    devices.synchronize(run.device)
     started = time.perf_counter()
     run.robust_activation(pixels)
-    synchronize(run.device)
+    devices.synchronize(run.device)
     return time.perf_counter() - started
 
 
@@ -286,7 +299,10 @@ def main() -> None:
     print(f"device: {name}, torch {torch.__version__}")
     report: dict[str, object] = {"device": name, "torch": torch.__version__, "quick": q}
 
-    print(f"(1) agreement with the CPU (tolerances: {GRADIENT_TOLERANCE:g}, {RUN_TOLERANCE:.0%})")
+    print(
+        f"(1) agreement with the CPU (tolerances: activations {ACTIVATION_TOLERANCE:g}, "
+        f"gradients {GRADIENT_TOLERANCE:g}, runs {RUN_TOLERANCE:.0%})"
+    )
     report["agreement"] = rows = agreement(model, cpu_model, 64 if q else 128, 8 if q else None)
     for row in rows:
         print(

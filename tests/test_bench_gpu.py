@@ -3,10 +3,15 @@ reports every section."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from featviz_server.engine import DEFAULT_PRESET, recipe
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "gpu.py"
 
@@ -47,3 +52,17 @@ def test_the_gpu_check_runs_every_section_on_the_cpu_and_writes_its_figures(
     assert projection["images"] == 4224 and projection["size"] == 224
     assert projection["measured_at"] == 48 and projection["hours"]["float32"] > 0
     assert "(4) every channel of every conv layer: 4224 images" in done.stdout
+
+
+def test_on_a_gpu_the_canonical_runs_take_the_default_presets_own_step_caps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # as when run: bench/engine.py is importable
+    spec = importlib.util.spec_from_file_location("gpu", BENCH)
+    assert spec is not None and spec.loader is not None
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    for layer, channel in (("block1_conv2", 14), ("block5_conv2", 410)):
+        job = gpu.canonical_job(layer, channel, 128, None)  # what a run without --quick builds
+        assert job.recipe.steps == recipe(DEFAULT_PRESET, layer=layer).steps
+        assert (job.channels, job.recipe.size, job.seed) == ((channel,), 128, 0)

@@ -356,19 +356,16 @@ def test_rpc_errors_become_typed_exceptions_with_their_details() -> None:
 
 def test_retry_policy_retries_only_what_says_not_now() -> None:
     policy = RetryPolicy(retries=3, initial_backoff=0.1, max_backoff=0.3)
-    busy, down = Overloaded("full"), Unavailable("down")
-    assert policy.delay(1, busy, started=False) is not None
-    assert policy.delay(1, busy, started=True) is None  # a started run is never "full"
-    out_of_memory = Overloaded("device out of memory", retry_delay=1.0)
-    assert policy.delay(1, out_of_memory, started=True) is not None  # the server says when
-    assert policy.delay(1, down, started=True) is not None  # replica died: resubmit
-    assert policy.delay(1, InvalidArgument("bad"), started=False) is None
-    assert policy.delay(4, down, started=False) is None  # out of retries
-    assert policy.delay(1, down, started=False, time_left=0.05) is None  # past the deadline
+    busy, down = Overloaded("full", retry_delay=2.0), Unavailable("down")
+    assert policy.delay(1, busy) >= 2.0  # type: ignore[operator]  # never sooner than asked
+    too_large = Overloaded("does not fit the device's memory even alone")  # no RetryInfo
+    assert policy.delay(1, too_large) is None
+    assert policy.delay(1, down) is not None  # unreachable, or the replica died: resubmit
+    assert policy.delay(1, InvalidArgument("bad")) is None
+    assert policy.delay(4, down) is None  # out of retries
+    assert policy.delay(1, down, time_left=0.05) is None  # past the deadline
     for attempt, backoff in ((1, 0.1), (2, 0.2), (3, 0.3)):  # doubling, capped, plus jitter
-        assert backoff <= policy.delay(attempt, down, started=False) <= 1.5 * backoff  # type: ignore[operator]
-    hinted = Overloaded("full", retry_delay=2.0)
-    assert policy.delay(1, hinted, started=False) >= 2.0  # type: ignore[operator]
+        assert backoff <= policy.delay(attempt, down) <= 1.5 * backoff  # type: ignore[operator]
     with pytest.raises(ValueError, match="multiplier"):
         RetryPolicy(multiplier=0.5)
 

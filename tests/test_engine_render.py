@@ -3,8 +3,12 @@ presets and validation, and the classic preset against Chollet's formula step fo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib
 import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +30,8 @@ from featviz_server.engine import (
 from featviz_server.model import VGG16
 
 SMALL = {"size": 40, "steps": 6}
+# The module, which the package's `render` (the function) hides.
+render_module = importlib.import_module("featviz_server.engine.render")
 
 
 def small_job(channels: tuple[int, ...] = (3, 5), **fields: object) -> Job:
@@ -272,3 +278,33 @@ def test_bad_recipes_name_the_field(preset: str, overrides: dict, field: str) ->
 def test_bad_jobs_name_the_field(model: VGG16, fields: dict, name: str) -> None:
     with pytest.raises(ValueError, match=f"^{name}"):
         Run(small_job(**fields), model)
+
+
+def test_only_the_network_runs_under_bf16_autocast(
+    model: VGG16, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside: list[bool] = []  # whether autocast is on, at each call below
+    network, views = [], []
+
+    @contextlib.contextmanager
+    def recording(model: VGG16, device: torch.device) -> Iterator[None]:
+        inside.append(True)
+        try:
+            yield
+        finally:
+            inside.pop()
+
+    def spy(calls: list[bool], function: Callable[..., Any]) -> Callable[..., Any]:
+        def called(*args: Any, **kwargs: Any) -> Any:
+            calls.append(bool(inside))
+            return function(*args, **kwargs)
+
+        return called
+
+    monkeypatch.setattr(render_module.devices, "autocast", recording)
+    monkeypatch.setattr(render_module, "collect", spy(network, render_module.collect))
+    monkeypatch.setattr(render_module, "warp", spy(views, render_module.warp))
+    run = Run(small_job(), model)
+    advance([run])
+    assert network == [True]  # the forward through the network, under autocast
+    assert views == [False]  # the views' grids and samples in float32 (bf16 shifts them)

@@ -60,7 +60,7 @@ class ClientBase:
     ) -> Retrying:
         """How to retry after this failed attempt; raises the typed error when giving up."""
         error = from_rpc_error(rpc_error)
-        delay = self.retry.delay(attempt, error, started, self._time_left(deadline))
+        delay = self.retry.delay(attempt, error, self._time_left(deadline))
         if delay is None:
             raise error from None
         return Retrying(attempt, delay, error, restarted=started)

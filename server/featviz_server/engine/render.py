@@ -279,20 +279,20 @@ def advance(runs: Sequence[Run]) -> None:
         raise ValueError("runs: a finished run cannot be advanced")
     device = runs[0].device
     sizes = [len(run) for run in runs]
-    with devices.autocast(runs[0].model, device):
-        prepared = [run._network_input() for run in runs]
-        seen = [network_input for _, network_input in prepared]
-        batch = seen[0] if len(seen) == 1 else torch.cat(seen)
-        batch = batch.contiguous(memory_format=devices.memory_format(device))
-        keep = set().union(*(run.reads for run in runs))
+    prepared = [run._network_input() for run in runs]  # in float32: the views' grids too
+    seen = [network_input for _, network_input in prepared]
+    batch = seen[0] if len(seen) == 1 else torch.cat(seen)
+    batch = batch.contiguous(memory_format=devices.memory_format(device))
+    keep = set().union(*(run.reads for run in runs))
+    with devices.autocast(runs[0].model, device):  # the network only
         hidden, kept = collect(runs[0].head, batch, _redirect(runs), keep)
-        parts = _split(hidden, sizes)
-        kept_parts = {name: _split(x, sizes) for name, x in kept.items()}
-        layers = []
-        for i, (run, (images, _)) in enumerate(zip(runs, prepared, strict=True)):
-            read = {name: kept_parts[name][i].float() for name in run.reads}
-            read[run.job.cut_layer] = run._target_layer(parts[i]).float()
-            layers.append({**read, INPUT: images})
+        targets = [run._target_layer(x) for run, x in zip(runs, _split(hidden, sizes), strict=True)]
+    kept_parts = {name: _split(x, sizes) for name, x in kept.items()}
+    layers = []
+    for i, (run, (images, _)) in enumerate(zip(runs, prepared, strict=True)):
+        read = {name: kept_parts[name][i].float() for name in run.reads}
+        read[run.job.cut_layer] = targets[i].float()
+        layers.append({**read, INPUT: images})
     loss = sum(run._loss(read) for run, read in zip(runs, layers, strict=True))
     loss.backward()
     for run in runs:

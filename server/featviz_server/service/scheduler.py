@@ -87,6 +87,16 @@ class ShuttingDown(Exception):
     """The server drains: it takes no new runs, and the grace period of running ones is over."""
 
 
+class TooLarge(Exception):
+    """The run does not fit the device's memory even alone: trying again would not help."""
+
+    def __init__(self, run: engine.Run) -> None:
+        super().__init__(
+            f"the run's {len(run)} images of {run.job.recipe.size} px do not fit the device's "
+            "memory even alone; ask for fewer images or a smaller size"
+        )
+
+
 @dataclass(eq=False)
 class _Ticket:
     """One computation and the consumers (identical requests) waiting for its events."""
@@ -191,7 +201,7 @@ class Scheduler:
         self._metrics.queue_depth.set(0)
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not TimeoutError on Python 3.10
             log.warning("grace period over; ending %d runs", len(self._active))
             for ticket in self._active:
                 ticket.shut_down = True
@@ -404,9 +414,12 @@ class Batcher:
         started = time.perf_counter()
         try:
             engine.advance(runs)
+            engine.device.synchronize(runs[0].device)  # the step's time, not its launch's
         except Exception as error:  # the whole batch failed together
             if isinstance(error, torch.OutOfMemoryError):
                 self._budgets.too_many(key, images)
+                # Its traceback holds the failed step's tensors: let the next batch have them.
+                error = TooLarge(runs[0]) if len(runs) == 1 else error.with_traceback(None)
             for ticket in batch:
                 self._leave(ticket, error)
             return

@@ -27,7 +27,7 @@ from .backend import Backend
 from .interceptors import REQUEST_ID_KEY, deadline_passed
 from .logs import REQUEST_ID
 from .metrics import Metrics
-from .scheduler import Event, Finished, Overloaded, Queued, ShuttingDown
+from .scheduler import Event, Finished, Overloaded, Queued, ShuttingDown, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ class FeatureVisualizationServicer(pb_grpc.FeatureVisualizationServiceServicer):
             await _abort_with_retry(context, str(error), error.retry_after)
         except ShuttingDown as error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{error}; retry elsewhere")
+        except TooLarge as error:  # no RetryInfo: not "not now"
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
     async def ExportOnnx(
         self, request: pb.ExportOnnxRequest, context: grpc.aio.ServicerContext
