@@ -18,7 +18,10 @@ import pytest
 from serverproc import ServerProcess
 from test_cli import _env
 
+import featviz
+from featviz.atlas import forward_costs
 from featviz.atlas_site import Channel, Settings, channel_page
+from featviz_server.architecture import CONV_LAYERS, multiply_adds
 
 LAYERS = ("block1_conv2", "block2_conv1")
 CHANNELS = (0, 1, 2, 3)
@@ -74,6 +77,16 @@ def test_the_site_has_every_page_image_and_exemplar_and_no_external_reference(si
     for name, data in made.items():
         if name.endswith((".html", ".css", ".js")):
             assert not re.search(rb"(?:src|href)=\"(?:https?:)?//|url\(", data), name
+
+
+def test_progress_counts_each_image_by_the_cost_of_a_forward_pass_to_its_layer(
+    server: ServerProcess,
+) -> None:
+    with featviz.Client(server.target) as client:
+        costs = forward_costs(client.describe_model(128))
+    first = multiply_adds("block1_conv1")
+    for layer in CONV_LAYERS:  # the server's own count, per input pixel, biases aside
+        assert costs[layer.name] == pytest.approx(multiply_adds(layer.name) / first, rel=0.04)
 
 
 def test_a_page_reproduces_the_presets_steps_not_the_steps_a_run_stopped_at() -> None:

@@ -142,6 +142,7 @@ def test_export_onnx_writes_a_verified_model_that_onnxruntime_runs(
         (("maximize", "block1_conv2", "1,2", "-o", "one.PNG"), ("2 images need a directory",)),
         (("maximize", "block1_conv2", "1", "--columns", "0"), ("--columns", "at least 1")),
         (("maximize", "block4_conv3:12", "--negate"), ("negate is for a layer and channels",)),
+        (("maximize", "block5_conv2"), ("block5_conv2 needs CHANNELS (e.g. block5_conv2 0)",)),
         (
             (
                 "atlas",

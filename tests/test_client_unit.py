@@ -137,6 +137,7 @@ def test_transforms_false_means_no_augmentation() -> None:
         ({"neuron": (1,)}, ValueError, r"neuron must be \(x, y\)"),
         ({"transforms": {"pad": 1.5}}, TypeError, r"transforms\['pad'\] must be int"),
         ({"transforms": "none"}, TypeError, "transforms must be a mapping or False"),
+        ({"init": "/no/such/photo.jpg"}, ValueError, "init: cannot read /no/such/photo.jpg"),
     ],
 )
 def test_bad_option_values_are_refused_naming_the_option(

@@ -89,7 +89,8 @@ def test_the_cli_starts_from_a_photo_file(server: ServerProcess, tmp_path: Path)
     assert distance(np.asarray(Image.open(out)), fitted(48)) < 12
 
     missing = featviz("maximize", "block3_conv1:11", "--init", str(tmp_path / "nope.jpg"))
-    assert missing.returncode == 1 and "nope.jpg" in missing.stderr
+    assert missing.returncode == 2  # a usage error, before any call
+    assert "init: cannot read" in missing.stderr and "nope.jpg" in missing.stderr
 
 
 @pytest.fixture
@@ -102,7 +103,11 @@ def stub(server: ServerProcess) -> Iterator[pb_grpc.FeatureVisualizationServiceS
     ("init", "field", "detail"),
     [
         (pb.InitImage(data=b"not a picture"), "init_image.data", "is not a PNG or JPEG"),
-        (pb.InitImage(), "init_image.data", "is empty"),
+        (
+            pb.InitImage(keep_close=9),
+            "init_image.data",
+            "is empty; give a PNG or JPEG picture (keep",
+        ),
         (pb.InitImage(data=encoded(CAT, "GIF")), "init_image.data", "is GIF; give a PNG"),
         (pb.InitImage(data=CAT_JPEG[: len(CAT_JPEG) // 3]), "init_image.data", "cannot be"),
         (
@@ -124,3 +129,4 @@ def test_a_bad_picture_is_refused_naming_the_field(stub, init, field, detail) ->
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     (violation,) = bad_request(caught.value).field_violations
     assert violation.field == field and detail in violation.description
+    assert "object at 0x" not in violation.description  # no Python repr leaks out

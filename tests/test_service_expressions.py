@@ -104,7 +104,8 @@ def test_the_cli_takes_an_expression_and_an_interpolation(
     [
         ("block4_conv3:12 -", ("expected a term", "found the end")),
         ("block4_conv3:12 0.5", ("expected + or - between terms", "'0.5' at position 17")),
-        ("block4_conv3", ("expected ':' after the layer name 'block4_conv3'",)),
+        ("block4_conv3 + block1_conv1:1", ("expected ':' after the layer name 'block4_conv3'",)),
+        ("block4_conv3", ("block4_conv3 needs CHANNELS", "an objective such as block4_conv3:0")),
         ("block9_conv1:{1=1}", ("unknown layer 'block9_conv1'",)),
     ],
 )
@@ -163,7 +164,7 @@ BAD = [
       "interpolate_to": terms(pb.ObjectiveTerm(kind=1, layer="block1_conv1", channel=64))},
      "interpolate_to.terms[0].channel", "64 is not a block1_conv1 channel"),
     ({"layer": "block1_conv1", "channels": [1], "interpolate_to": terms(CHANNEL)},
-     "interpolate_to", "needs an objective expression"),
+     "interpolate_to", "needs an objective expression to start from, such as block1_conv1:1"),
 ]
 # fmt: on
 

@@ -174,7 +174,8 @@ class Atlas:
         self.settings = settings
         self.files = files
         self._report = report
-        self._total = sum(unit.images(settings) for unit in plan.units)
+        self._cost = forward_costs(plan.description)
+        self._total = sum(self._work(unit) for unit in plan.units)
         self._done = 0.0
         self._partial: dict[Unit, float] = {}
         self._units_done = 0
@@ -224,7 +225,7 @@ class Atlas:
 
     async def _render(self, client: AsyncClient, unit: Unit) -> None:
         request = unit.request(self.settings)
-        weight = unit.images(self.settings)
+        weight = self._work(unit)
 
         def progress(update: Update) -> None:
             if isinstance(update, Progress) and update.total_steps:
@@ -284,6 +285,10 @@ class Atlas:
         }
         self.files.write_record(f"{layer}/exemplars.json", _normalized(record))
 
+    def _work(self, unit: Unit) -> float:
+        """What the progress bar counts of a unit: its images, each weighted by a step's cost."""
+        return unit.images(self.settings) * self._cost[unit.layer]
+
     def _progress(self) -> None:
         done = self._done + sum(self._partial.values())
         self._report(done, self._total, f"{self._units_done}/{len(self.plan.units)} units")
@@ -330,6 +335,17 @@ class Atlas:
         for layer in self.plan.layers:
             self.write_layer(layer)
         self.write_index()
+
+
+def forward_costs(description: ModelDescription) -> dict[str, float]:
+    """Each layer's cost of a forward pass up to it, relative to the first layer's: the
+    multiply-adds of the conv layers so far (parameters x output positions; pools are free)."""
+    costs, total = {}, 0
+    for layer in description.layers:
+        total += layer.parameters * layer.output_height * layer.output_width
+        costs[layer.name] = total
+    first = next(iter(costs.values()))
+    return {name: cost / first for name, cost in costs.items()}
 
 
 async def render_atlas(

@@ -121,6 +121,11 @@ def _maximize(client: Client, args: argparse.Namespace) -> int:
         raise _UsageError(f"{images} images need a directory for -o, not {output}")
     try:
         if args.channels is None:  # LAYER is an objective expression
+            if ":" not in args.layer:  # every unit of an expression is LAYER:...
+                raise _UsageError(
+                    f"{args.layer} needs CHANNELS (e.g. {args.layer} 0), or write an objective "
+                    f"such as {args.layer}:0"
+                )
             if options["objective"] is not None:
                 raise _UsageError("--objective is for LAYER CHANNELS; write neurons as L:C@X,Y")
             options["objective"] = _objective(client, args.layer)
@@ -206,8 +211,9 @@ def _print_result(result: Result, paths: Sequence[Path]) -> None:
         strict=True,
     )  # fmt: skip
     for image, activation, steady, ratio, share, objective, path in rows:
+        channel = image.channel if result.layer else "-"  # an expression reads no one channel
         print(
-            f"{image.channel:>7}  {image.seed:>4}  {activation:>10.4g}  {steady:>10.4g}  "
+            f"{channel:>7}  {image.seed:>4}  {activation:>10.4g}  {steady:>10.4g}  "
             f"{ratio:>11.2f}  {share:>9.1%}  {objective:>10.4g}  {path}"
         )
     stats = result.statistics

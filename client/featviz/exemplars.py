@@ -5,7 +5,7 @@ excite each channel most (`top`) and least (`bottom`), assembled from a FindExem
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from featviz.errors import FeatvizError
@@ -23,7 +23,7 @@ class Exemplar:
     post-ReLU (`activation`) and before the ReLU (`pre_activation`); `source` names the photo
     and (`x`, `y`, `side`) the square cut from it, in the photo's pixels."""
 
-    png: bytes
+    png: bytes = field(repr=False)  # printing a result shows its figures, not kilobytes
     width: int
     height: int
     activation: float

@@ -312,7 +312,10 @@ def _picture(value: Any) -> bytes:
         return value
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"init must be a file path or bytes, got {value!r}")
-    return Path(value).read_bytes()
+    try:
+        return Path(value).read_bytes()
+    except OSError as error:
+        raise ValueError(f"init: cannot read {value}: {error.strerror or error}") from None
 
 
 def _checked(name: str, expected: type, value: Any) -> Any:

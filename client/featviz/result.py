@@ -12,7 +12,7 @@ import io
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,7 @@ class Image:
     index: int
     channel: int
     seed: int
-    png: bytes
+    png: bytes = field(repr=False)  # printing a result shows its figures, not kilobytes
     width: int
     height: int
 

@@ -26,6 +26,7 @@ from featviz.v1 import featviz_pb2 as pb
 
 from .. import engine
 from ..architecture import (
+    LAYERS_BY_NAME,
     MIN_INPUT_SIZE,
     Layer,
     check_channel,
@@ -109,7 +110,11 @@ def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximizatio
     if request.HasField("expression"):
         return _expression_maximization(request, settings)
     if request.HasField("interpolate_to"):
-        raise InvalidArgument("interpolate_to", "needs an objective expression to start from")
+        known = request.layer in LAYERS_BY_NAME and request.channels  # no echo of unknown text
+        start = f"{request.layer}:{request.channels[0]}" if known else "LAYER:CHANNEL"
+        raise InvalidArgument(
+            "interpolate_to", f"needs an objective expression to start from, such as {start}"
+        )
     layer = _layer(request.layer)
     channels = _channels(request, layer, settings)
     recipe = _recipe(request, settings, layer.name)
@@ -193,13 +198,17 @@ def _init_image(request: pb.MaximizeRequest, size: int) -> engine.InitImage | No
     keep_close = _check_float("init_image.keep_close", init.keep_close, *KEEP_CLOSE)
     data = init.data
     if not data:
-        raise InvalidArgument("init_image.data", "is empty; give a PNG or JPEG picture")
+        raise InvalidArgument(
+            "init_image.data", "is empty; give a PNG or JPEG picture (keep_close needs one)"
+        )
     if len(data) > MAX_INIT_IMAGE_BYTES:
         raise InvalidArgument(
             "init_image.data", f"{len(data)} bytes; at most {MAX_INIT_IMAGE_BYTES} bytes"
         )
     try:
         picture = PILImage.open(io.BytesIO(data))
+    except PILImage.UnidentifiedImageError:  # its message names a Python object, not the data
+        raise InvalidArgument("init_image.data", "is not a PNG or JPEG picture") from None
     except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
         raise InvalidArgument(
             "init_image.data", f"is not a PNG or JPEG picture ({error})"
