@@ -13,6 +13,8 @@ from serverproc import ServerProcess, start_server
 
 from featviz_server.engine import device as devices
 from featviz_server.model import VGG16, load_model
+from featviz_server.service.metrics import Metrics
+from featviz_server.service.scheduler import Scheduler
 from featviz_server.weights import Weights, default_cache_dir, load_weights
 
 
@@ -76,3 +78,15 @@ def secure_server(certificate: tuple[Path, Path]) -> Iterator[ServerProcess]:
         root_cert=cert.read_bytes(),
     ) as process:  # fmt: skip
         yield process
+
+
+RETRY_AFTER = 1.5  # seconds, what `small_scheduler` tells an overloaded client
+
+
+def small_scheduler(model: VGG16) -> Scheduler:
+    """An in-process scheduler of two run slots, for tests that drive it directly (call inside
+    the event loop; drain it at the end)."""
+    return Scheduler(
+        model, Metrics(), max_active=2, queue_size=1, retry_after=RETRY_AFTER,
+        max_batch_images=8, pending_updates=4, pending_bytes=1 << 20,
+    )  # fmt: skip

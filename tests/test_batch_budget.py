@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from conftest import RETRY_AFTER, small_scheduler
 
 from featviz_server import engine
 from featviz_server.model import VGG16
-from featviz_server.service.metrics import Metrics
-from featviz_server.service.scheduler import BatchBudget, Overloaded, Scheduler, TooLarge
+from featviz_server.service.scheduler import BatchBudget, Overloaded, TooLarge
 
 KEY = ("block1_conv2", 128, "cpu")
 
@@ -81,13 +81,6 @@ def test_a_batch_that_ran_out_of_memory_is_never_reached_again() -> None:
     assert budget.images(KEY) == 1  # one image a batch is the least
 
 
-def scheduler_of(model: VGG16) -> Scheduler:
-    return Scheduler(
-        model, Metrics(), max_active=2, queue_size=1, retry_after=1.5, max_batch_images=8,
-        pending_updates=4, pending_bytes=1 << 20,
-    )  # fmt: skip
-
-
 async def test_a_shared_batch_that_runs_out_of_memory_tells_its_clients_to_retry(
     model: VGG16, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -98,7 +91,7 @@ async def test_a_shared_batch_that_runs_out_of_memory_tells_its_clients_to_retry
 
     real_advance = engine.advance
     monkeypatch.setattr(engine, "advance", out_of_memory_when_shared)
-    scheduler = scheduler_of(model)
+    scheduler = small_scheduler(model)
     jobs = [  # long enough to still run together once the budget tries two images a batch
         engine.Job("block1_conv1", (channel,), engine.recipe("lucid", size=32, steps=1000))
         for channel in (0, 1)
@@ -114,7 +107,7 @@ async def test_a_shared_batch_that_runs_out_of_memory_tells_its_clients_to_retry
 
     errors = await asyncio.wait_for(asyncio.gather(*map(run, jobs)), 120)
     assert all(isinstance(e, Overloaded) and "ran out of memory" in str(e) for e in errors)
-    assert all(e.retry_after == 1.5 for e in errors if isinstance(e, Overloaded))
+    assert all(e.retry_after == RETRY_AFTER for e in errors if isinstance(e, Overloaded))
     await scheduler.drain(grace=0)
 
 
@@ -125,7 +118,7 @@ async def test_a_run_that_does_not_fit_even_alone_is_told_so_not_to_retry(
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(engine, "advance", out_of_memory)
-    scheduler = scheduler_of(model)
+    scheduler = small_scheduler(model)
     job = engine.Job("block1_conv2", (0, 1), engine.recipe("fast", size=32, steps=2))
     with pytest.raises(TooLarge, match=r"2 images of 32 px do not fit .* even alone"):
         async for _ in scheduler.run(job, progress_every=0):

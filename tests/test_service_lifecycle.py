@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import TOKEN
+from conftest import TOKEN, small_scheduler
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serverproc import ServerProcess, start_server
 
@@ -21,8 +21,7 @@ from featviz.v1 import featviz_pb2_grpc as pb_grpc
 from featviz_server import engine
 from featviz_server.config import Settings
 from featviz_server.model import VGG16
-from featviz_server.service.metrics import Metrics
-from featviz_server.service.scheduler import Scheduler, ShuttingDown
+from featviz_server.service.scheduler import ShuttingDown
 from featviz_server.service.server import Server
 from featviz_server.weights import Weights
 
@@ -50,10 +49,7 @@ async def test_a_request_for_a_run_that_the_drain_ended_is_sent_elsewhere(
 
     real_advance = engine.advance
     monkeypatch.setattr(engine, "advance", advance)
-    scheduler = Scheduler(
-        model, Metrics(), max_active=1, queue_size=1, retry_after=1.0, max_batch_images=8,
-        pending_updates=4, pending_bytes=1 << 20,
-    )  # fmt: skip
+    scheduler = small_scheduler(model)
     job = engine.Job("block1_conv1", (0,), engine.recipe("lucid", size=32, steps=1000))
     async with contextlib.aclosing(scheduler.run(job, progress_every=1)) as first:
         await anext(first)  # under way; this client reads nothing more for now

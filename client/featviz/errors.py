@@ -79,8 +79,9 @@ class PermissionDenied(FeatvizError):
 
 class Overloaded(FeatvizError):
     """RESOURCE_EXHAUSTED: the server's run slots and queue are full, or its device ran out of
-    memory for the run's batch; `retry_delay` says when to come back (seconds, from
-    `google.rpc.RetryInfo`, or None)."""
+    memory for a batch the run shared; `retry_delay` says when to come back (seconds, from
+    `google.rpc.RetryInfo`). None: not a matter of time, e.g. a run too large for the device
+    even alone."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

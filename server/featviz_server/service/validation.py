@@ -116,15 +116,22 @@ def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximizatio
             "interpolate_to", f"needs an objective expression to start from, such as {start}"
         )
     layer = _layer(request.layer)
-    channels = _channels(request, layer, settings)
+    channels = _channel_indices(request.channels, layer, settings)
+    per_channel = _images_per_channel(request, settings.max_images_per_channel)
+    if len(channels) * per_channel > settings.max_images:
+        raise InvalidArgument(
+            "images_per_channel" if per_channel > 1 else "channels",
+            f"{len(channels)} channels x {per_channel} images per channel = "
+            f"{len(channels) * per_channel} images; at most {settings.max_images} per request",
+        )
     recipe = _recipe(request, settings, layer.name)
     job = engine.Job(
         layer=layer.name,
         channels=channels,
         recipe=recipe,
         objective=_objective(request.objective, layer, recipe.size),
-        seed=_seed(request),
-        images_per_channel=_images_per_channel(request),
+        seed=_seed(request, per_channel),
+        images_per_channel=per_channel,
         init=_init_image(request, recipe.size),
     )
     return _plan(request, job, settings)
@@ -146,13 +153,15 @@ def _plan(request: pb.MaximizeRequest, job: engine.Job, settings: Settings) -> M
     return Maximization(job, preview_every, request.preview_size, not request.no_preview_images)
 
 
-def _images_per_channel(request: pb.MaximizeRequest) -> int:
+def _images_per_channel(request: pb.MaximizeRequest, most: int) -> int:
     """The images per channel (per objective, with an expression) asked for: 0 means one."""
-    return request.images_per_channel or 1
+    images = request.images_per_channel or 1
+    return _check_range("images_per_channel", images, 1, most, "0 (one) or ")
 
 
-def _seed(request: pb.MaximizeRequest) -> int:
-    return _check_range("seed", request.seed, 0, UINT64_MAX - _images_per_channel(request) + 1)
+def _seed(request: pb.MaximizeRequest, images_per_channel: int) -> int:
+    """The first seed; the images of a channel take it and the next ones."""
+    return _check_range("seed", request.seed, 0, UINT64_MAX - images_per_channel + 1)
 
 
 def _expression_maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximization:
@@ -164,15 +173,14 @@ def _expression_maximization(request: pb.MaximizeRequest, settings: Settings) ->
     ):
         if given:
             raise InvalidArgument(name, "must be empty with an objective expression")
-    images = _images_per_channel(request)
     most = min(settings.max_images_per_channel, settings.max_images)
-    _check_range("images_per_channel", images, 1, most, "0 (one) or ")
+    images = _images_per_channel(request, most)
     recipe = _recipe(request, settings)
     job = engine.Job(
         layer="",
         channels=(),
         recipe=recipe,
-        seed=_seed(request),
+        seed=_seed(request, images),
         init=_init_image(request, recipe.size),
         images_per_channel=images,
         expression=_expression("expression", request.expression),
@@ -255,21 +263,6 @@ def _expression(field: str, expression: pb.ObjectiveExpression) -> engine.Expres
         )
         terms.append((term.weight if term.HasField("weight") else 1.0, engine_term))
     return engine.Expression(tuple(terms))
-
-
-def _channels(request: pb.MaximizeRequest, layer: Layer, settings: Settings) -> tuple[int, ...]:
-    channels = _channel_indices(request.channels, layer, settings)
-    per_channel = _images_per_channel(request)
-    _check_range(
-        "images_per_channel", per_channel, 1, settings.max_images_per_channel, "0 (one) or "
-    )
-    if len(channels) * per_channel > settings.max_images:
-        raise InvalidArgument(
-            "images_per_channel" if per_channel > 1 else "channels",
-            f"{len(channels)} channels x {per_channel} images per channel = "
-            f"{len(channels) * per_channel} images; at most {settings.max_images} per request",
-        )
-    return channels
 
 
 def _channel_indices(requested: Any, layer: Layer, settings: Settings) -> tuple[int, ...]:
