@@ -19,7 +19,7 @@ from serverproc import ServerProcess
 from test_cli import _env
 
 import featviz
-from featviz.atlas import forward_costs
+from featviz.atlas import KINDS, Unit, forward_costs
 from featviz.atlas_site import Channel, Settings, channel_page
 from featviz_server.architecture import CONV_LAYERS, multiply_adds
 
@@ -92,12 +92,20 @@ def test_progress_counts_each_image_by_the_cost_of_a_forward_pass_to_its_layer(
 def test_a_page_reproduces_the_presets_steps_not_the_steps_a_run_stopped_at() -> None:
     settings = Settings(size=128, steps=None, preset=None, seed=0, variants=1, diversity=0.0,
                         exemplars=0)  # fmt: skip
-    record = {"steps": 87, "images": [{"file": "3.png", "seed": 0, "activation": 1.0}]}
+    image = {"file": "3.png", "seed": 0, "activation": 1.0}
+    records = [
+        {"request": Unit("block1_conv2", 3, kind).request(settings), "steps": 87, "images": [image]}
+        for kind in KINDS
+    ]
     exemplars = {"collection": "photos", "top": [], "bottom": []}
-    channel = Channel("block1_conv2", 3, record, record, record, exemplars)
-    page = channel_page(channel, settings, None, None)
+    page = channel_page(Channel("block1_conv2", 3, *records, exemplars), settings, None, None)
     assert "<td>87</td>" in page  # what ran, in the figures
     assert "featviz maximize block1_conv2 3 --size 128 --seed 0 -o block1_conv2_3.png" in page
+    assert (
+        "featviz maximize block1_conv2 3 --size 128 --seed 1 --images-per-channel 1 "
+        "-o block1_conv2_3_variants/" in page
+    )
+    assert "featviz maximize block1_conv2 3 --size 128 --seed 0 --negate -o " in page
 
 
 def test_a_second_run_renders_nothing_and_touches_no_file(

@@ -179,7 +179,7 @@ def test_the_bearer_token_is_required_and_accepted(
         assert result.activations[0] > 0
 
 
-def test_queued_then_turned_away_then_retried_after_the_hint(
+def test_a_queued_run_sees_its_place_and_a_turned_away_run_is_retried_after_the_hint(
     one_slot_server: ServerProcess,
 ) -> None:
     """One run holds the only slot and a second waits in the only queue place (seeing its

@@ -184,7 +184,7 @@ def test_healthcheck_speaks_tls_to_a_tls_server(
 ) -> None:
     healthcheck = [sys.executable, str(ROOT / "docker" / "healthcheck.py"), secure_server.target]
     plain = {k: v for k, v in os.environ.items() if not k.startswith("FEATVIZ_")}
-    tls = {**plain, "FEATVIZ_TLS_CERT": str(certificate[0])}
+    tls = {**plain, "FEATVIZ_TLS_CERT": str(certificate[0]), "FEATVIZ_TLS_KEY": str(certificate[1])}
     serving = subprocess.run(healthcheck, env=tls, capture_output=True, text=True, timeout=30)
     assert serving.returncode == 0, serving.stderr
     assert "SERVING" in serving.stderr

@@ -285,7 +285,7 @@ def test_each_image_draws_its_transforms_from_its_own_generator() -> None:
 # --- regularizers ------------------------------------------------------------------------------
 
 
-def test_penalties_on_known_images() -> None:
+def test_the_penalties_give_the_values_worked_out_by_hand_on_known_images() -> None:
     grey = torch.full((1, 3, 4, 4), 0.5)
     stripes = grey.clone()
     stripes[..., ::2] = 1.0

@@ -1,5 +1,6 @@
 """Abuse: six hundred random and malformed requests, structured and as raw bytes, each answered with
-a proper status (never UNKNOWN, INTERNAL or a crash); afterwards the server is healthy and idle.
+a proper status (never UNKNOWN, INTERNAL or a crash); after each kind, the server is healthy
+and idle.
 
 The fuzzed server's limits are tiny, so that the requests which pass validation cost milliseconds.
 """
@@ -141,11 +142,22 @@ def check_describe(channel: grpc.Channel, request: bytes) -> None:
     assert code in PROPER, f"{code.name}: {details}"
 
 
+def assert_healthy_and_idle(server: ServerProcess) -> None:
+    """The server is alive, SERVING, runs nothing, queues nothing, and has logged no traceback."""
+    assert server.process.poll() is None, "the server died"
+    assert server.health() == health_pb2.HealthCheckResponse.SERVING
+    server.wait_metric("featviz_active_runs", 0.0, timeout=10)
+    server.wait_metric("featviz_queue_depth", 0.0, timeout=10)
+    assert '"traceback"' not in server.log()
+
+
+# Each test runs one fuzzer (hypothesis calls it with up to 200 requests), then checks the server:
+# whatever tests run, and in whatever order, each one's requests leave the server sound.
+
+
 @settings(FUZZ, max_examples=200)
 @given(request=MAXIMIZE)
-def test_random_maximize_requests_get_proper_statuses(
-    channel: grpc.Channel, request: pb.MaximizeRequest
-) -> None:
+def fuzz_maximize_requests(channel: grpc.Channel, request: pb.MaximizeRequest) -> None:
     check_maximize(channel, request.SerializeToString())
 
 
@@ -155,19 +167,32 @@ def test_random_maximize_requests_get_proper_statuses(
 @example(raw=SIZE_AS_STRING)
 @example(raw=LAYER_NOT_UTF8)
 @example(raw=TRUNCATED)
-def test_malformed_maximize_bytes_get_proper_statuses(channel: grpc.Channel, raw: bytes) -> None:
+def fuzz_maximize_bytes(channel: grpc.Channel, raw: bytes) -> None:
     check_maximize(channel, raw)
 
 
 @settings(FUZZ, max_examples=200)
 @given(raw=st.one_of(DESCRIBE.map(lambda r: r.SerializeToString()), st.binary(max_size=64)))
-def test_random_describe_requests_get_proper_statuses(channel: grpc.Channel, raw: bytes) -> None:
+def fuzz_describe_requests(channel: grpc.Channel, raw: bytes) -> None:
     check_describe(channel, raw)
 
 
-def test_server_is_healthy_and_idle_after_fuzzing(server: ServerProcess) -> None:
-    assert server.process.poll() is None
-    assert server.health() == health_pb2.HealthCheckResponse.SERVING
-    server.wait_metric("featviz_active_runs", 0.0, timeout=10)
-    server.wait_metric("featviz_queue_depth", 0.0, timeout=10)
-    assert '"traceback"' not in server.log()
+def test_random_maximize_requests_get_proper_statuses_and_leave_the_server_healthy_and_idle(
+    server: ServerProcess, channel: grpc.Channel
+) -> None:
+    fuzz_maximize_requests(channel)
+    assert_healthy_and_idle(server)
+
+
+def test_malformed_maximize_bytes_get_proper_statuses_and_leave_the_server_healthy_and_idle(
+    server: ServerProcess, channel: grpc.Channel
+) -> None:
+    fuzz_maximize_bytes(channel)
+    assert_healthy_and_idle(server)
+
+
+def test_random_describe_requests_get_proper_statuses_and_leave_the_server_healthy_and_idle(
+    server: ServerProcess, channel: grpc.Channel
+) -> None:
+    fuzz_describe_requests(channel)
+    assert_healthy_and_idle(server)

@@ -78,7 +78,9 @@ def test_source_graph_takes_preprocessed_nhwc_input(source_graph: onnx.ModelProt
     assert kinds.count("Conv") == 13 and kinds.count("MaxPool") == 5
 
 
-def test_parity_with_the_source_onnx_graph(model: VGG16, source_graph: onnx.ModelProto) -> None:
+def test_every_layer_matches_the_source_onnx_graph_within_float32_error(
+    model: VGG16, source_graph: onnx.ModelProto
+) -> None:
     image = chelsea(SOURCE_SIZE)
     with torch.no_grad():
         ours = activations(model, image)

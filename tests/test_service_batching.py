@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import numpy as np
 import pytest
+from cache_entries import Change, entry_after, resealed
 from PIL import Image
 from serverproc import ServerProcess, start_server
 
@@ -22,8 +23,13 @@ T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
-def batching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    results = tmp_path_factory.mktemp("results")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The result cache directory of `batching_server`."""
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def batching_server(results: Path) -> Iterator[ServerProcess]:
     with start_server(
         "--max-concurrent-runs", "4", "--max-batch-images", "16", "--metrics-port", "0",
         "--result-cache-dir", str(results), "--result-cache-mb", "64",
@@ -109,17 +115,33 @@ def test_a_big_run_over_the_batch_budget_does_not_starve_a_small_one(
     batching_server.wait_metric("featviz_active_runs", 0)
 
 
-def test_a_repeat_is_answered_from_the_cache(batching_server: ServerProcess, stub) -> None:
+def with_duration(seconds: float) -> Change:
+    """A change (for `resealed`) that makes an entry's stored duration `seconds`."""
+
+    def change(header: dict, images: np.ndarray) -> tuple[dict, np.ndarray]:
+        return {**header, "facts": {**header["facts"], "duration_seconds": seconds}}, images
+
+    return change
+
+
+def test_a_repeat_is_answered_from_the_cache(
+    batching_server: ServerProcess, results: Path, stub
+) -> None:
     request = pb.MaximizeRequest(layer="block1_conv2", channels=[5], size=40, steps=6, seed=11)
+    before = set(results.glob("*.result"))
     first = list(stub.Maximize(request, timeout=120))
     assert any(r.HasField("progress") for r in first) and not first[-1].summary.cached
+    # A stored duration no cache read takes: the repeat must not report it as its own.
+    stored = 1000.0
+    entry = entry_after(results, before)
+    entry.write_bytes(resealed(entry, with_duration(stored)))
     hits = batching_server.metric('featviz_result_cache_lookups_total{result="hit"}', 0.0)
 
     repeat = list(stub.Maximize(request, timeout=120))
     assert [r.WhichOneof("update") for r in repeat] == ["final_images", "summary"]
     assert repeat[-1].summary.cached
-    # its own duration (a cache read), not the original run's; it ran no step
-    assert 0 < repeat[-1].summary.duration_seconds < first[-1].summary.duration_seconds
+    # its own duration (the cache read), not the stored one; it ran no step
+    assert 0 < repeat[-1].summary.duration_seconds < stored
     assert repeat[-1].summary.steps_per_second == 0
     assert list(repeat[-1].summary.activation) == list(first[-1].summary.activation)
     for fact in ("robust_activation", "saturated_fraction", "stop_reason"):

@@ -52,7 +52,9 @@ def test_the_interaction_example_through_the_sdk_reports_the_engines_objective(
     assert result.objectives[0] > 0
 
 
-def test_a_direction_objective_through_the_sdk(client: sdk.Client, model: VGG16) -> None:
+def test_a_direction_objective_through_the_sdk_reports_the_engines_objective(
+    client: sdk.Client, model: VGG16
+) -> None:
     vector = [0.0] * 512
     vector[12], vector[40] = 1.0, 1.0
     direction = sdk.direction("block4_conv3", vector)
@@ -61,7 +63,9 @@ def test_a_direction_objective_through_the_sdk(client: sdk.Client, model: VGG16)
     assert result.activations == pytest.approx(result.objectives)  # no penalties: units only
 
 
-async def test_an_interpolation_of_6_images_through_the_async_sdk(server: ServerProcess) -> None:
+async def test_the_async_sdk_interpolates_6_frames_each_nearer_the_next_than_the_ends_are(
+    server: ServerProcess,
+) -> None:
     start, end = sdk.channel("block3_conv1", 11), sdk.channel("block3_conv1", 40)
     async with sdk.AsyncClient(server.target) as client:
         result = await client.maximize(

@@ -90,7 +90,8 @@ async def test_health_is_not_serving_until_the_model_is_loaded(weights: Weights,
             gate.set()
             await server.loading
             assert await health_status(port) == SERVING
-            assert (await stub.DescribeModel(pb.DescribeModelRequest())).total_parameters
+            description = await stub.DescribeModel(pb.DescribeModelRequest())
+            assert description.total_parameters == 14_714_688
     finally:
         gate.set()
         await server.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import math
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -234,18 +233,25 @@ def cancelled_runs(server: ServerProcess) -> float:
     return server.metric('featviz_runs_finished_total{status="cancelled"}', 0.0)
 
 
-def test_client_cancel_stops_the_run_within_a_step(server: ServerProcess, stub) -> None:
+def test_a_client_cancel_stops_the_run_within_a_few_steps_of_the_last_progress_it_saw(
+    server: ServerProcess, stub
+) -> None:
     before = cancelled_runs(server)
     call = stub.Maximize(pb.MaximizeRequest(**LONG, seed=101))
-    assert next(call).progress.step == 1  # running
-    assert server.metric("featviz_active_runs") == 1
-    time.sleep(2)
+    seen = 0
+    for response in call:
+        seen = response.progress.step
+        if seen >= 5:
+            break
+    assert seen >= 5 and server.metric("featviz_active_runs") == 1  # running
     call.cancel()
     server.wait_metric("featviz_active_runs", 0)
     assert cancelled_runs(server) == before + 1
     line = [line for line in server.log().splitlines() if '"run cancelled"' in line][-1]
     stopped_at = int(line.split("cancelled at step ")[1].split()[0])
-    assert 1 <= stopped_at < LONG["steps"]
+    # The batcher looks for a cancel before every step, so the run ends with the step under way
+    # when the cancel lands: seen + 1 unless the client or the cancel lags a step or more behind.
+    assert seen <= stopped_at <= seen + 5
 
 
 def test_a_deadline_stops_the_run_and_is_told_apart_from_a_cancel(

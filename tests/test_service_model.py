@@ -53,7 +53,7 @@ def test_describe_model_at_224_reports_the_loaded_network(stub, weights: Weights
     assert layers["block5_conv3"].receptive_field == 196
 
 
-def test_describe_model_at_another_size(stub) -> None:
+def test_describe_model_gives_the_layers_output_shapes_at_the_requested_size(stub) -> None:
     response = stub.DescribeModel(pb.DescribeModelRequest(input_size=100))
     shapes = {layer.name: (layer.output_height, layer.output_width) for layer in response.layers}
     assert response.input_size == 100

@@ -38,7 +38,7 @@ from featviz_server.weights import (
 # --- counts and identity -------------------------------------------------------------------------
 
 
-def test_parameter_counts_computed_from_the_loaded_tensors(weights: Weights) -> None:
+def test_the_loaded_tensors_hold_vgg16s_parameter_counts_layer_by_layer(weights: Weights) -> None:
     per_layer = {
         layer.name: weights.tensors[f"{layer.name}.weight"].size
         + weights.tensors[f"{layer.name}.bias"].size
@@ -50,9 +50,12 @@ def test_parameter_counts_computed_from_the_loaded_tensors(weights: Weights) -> 
     assert per_layer == {layer.name: layer.parameters for layer in CONV_LAYERS}
 
 
-def test_checksum_and_reference_values(weights: Weights) -> None:
+def test_the_weights_match_their_checksum_and_published_reference_values(weights: Weights) -> None:
     assert weights.sha256 == tensors_sha256(weights.tensors) == WEIGHTS_SHA256
-    # WEIGHTS.md: MatConvNet's imagenet-vgg-verydeep-16 and Keras' printout of the first kernel.
+    # Published values, written out here rather than taken from the loader's REFERENCE_* tables
+    # (which it checks on every load): bias[0] and weight[0, R, 0, 0] from MatConvNet's
+    # imagenet-vgg-verydeep-16 (the Oxford release; block1_conv1 stores its inputs BGR, so R is
+    # in-channel 2), and block1_conv1's first kernel on B as Keras prints it.
     assert weights.tensors["block1_conv1.bias"][0] == pytest.approx(0.73429835, abs=1e-6)
     assert weights.tensors["block1_conv1.weight"][0, 2, 0, 0] == pytest.approx(0.4800154, abs=1e-6)
     assert weights.tensors["block5_conv3.bias"][0] == pytest.approx(0.18837857, abs=1e-6)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from featviz.description import LayerInfo, ModelDescription
+from featviz.options import OPTIONS, flag
 
 Record = dict[str, Any]
 
@@ -38,8 +39,8 @@ class Settings:
 @dataclass(frozen=True)
 class Channel:
     """One channel's records, each None until rendered: the image, the variants, the negative
-    (unit records: `images` with file, seed, activation, robust_activation; `steps`) and its
-    natural exemplars (`top`/`bottom` lists)."""
+    (unit records: `request`, the keywords of its Maximize; `images` with file, seed, activation,
+    robust_activation; `steps`) and its natural exemplars (`top`/`bottom` lists)."""
 
     layer: str
     channel: int
@@ -216,7 +217,7 @@ def channel_page(
         _exemplar(e, "pre-activation", e["pre_activation"]) for e in channel.exemplars["bottom"]
     )
     commands = "\n".join(
-        _command(layer, c, settings, record, kind)
+        _command(layer, c, record, kind)
         for kind, record in (
             ("image", channel.image),
             ("variants", channel.variants),
@@ -260,24 +261,19 @@ def _exemplar(exemplar: Record, what: str, value: float) -> str:
     )
 
 
-def _command(layer: str, channel: int, settings: Settings, record: Record, kind: str) -> str:
-    first = record["images"][0]
-    words = ["featviz", "maximize", layer, str(channel), "--size", str(settings.size)]
-    if settings.steps:  # else the preset's, which the run may have stopped short of
-        words += ["--steps", str(settings.steps)]
-    if settings.preset:
-        words += ["--preset", settings.preset]
-    words += ["--seed", str(first["seed"])]
-    if kind == "variants":
-        words += ["--images-per-channel", str(len(record["images"]))]
-        if settings.diversity:
-            words += ["--diversity", f"{settings.diversity:g}"]
-        words += ["-o", f"{layer}_{channel}_variants/"]
-    elif kind == "negative":
-        words += ["--negate", "-o", f"{layer}_{channel}_negative.png"]
-    else:
-        words += ["-o", f"{layer}_{channel}.png"]
-    return _e(" ".join(words))
+def _command(layer: str, channel: int, record: Record, kind: str) -> str:
+    """The CLI command that repeats `record`'s run: a flag per keyword of its request."""
+    request = record["request"]
+    words = ["featviz", "maximize", layer, str(channel)]
+    for name in OPTIONS:
+        value = request.get(name)
+        if value is None or value is False:  # unset: the preset's (e.g. the steps it stopped at)
+            continue
+        words.append(flag(name))
+        if value is not True:
+            words.append(f"{value:g}" if isinstance(value, float) else str(value))
+    output = {"variants": "_variants/", "negative": "_negative.png"}.get(kind, ".png")
+    return _e(" ".join([*words, "-o", f"{layer}_{channel}{output}"]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from featviz.description import ModelDescription
 from featviz.errors import FeatvizError, Unauthenticated, Unavailable
 from featviz.objectives import Objective
 from featviz.objectives import parse as parse_objective
-from featviz.options import OPTIONS, parse_channels, suggestion
+from featviz.options import OPTIONS, flag, parse_channels, suggestion
 from featviz.progressbar import ProgressBar
 from featviz.result import Finished, Progress, Queued, Result, Retrying, Update, is_one_file
 from featviz.retry import RetryPolicy
@@ -42,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        flag = unknown[0].split("=")[0]
-        hint = suggestion(flag, args.subparser._option_string_actions)
+        given = unknown[0].split("=")[0]
+        hint = suggestion(given, args.subparser._option_string_actions)
         args.subparser.error(f"unrecognized argument {unknown[0]!r}{hint}")
     try:
         return args.command(args)
@@ -252,10 +252,10 @@ def _options_table(description: ModelDescription) -> str:
             allowed = f"{field.minimum:g}..{field.maximum:g}"
         else:
             allowed = "|".join(field.choices) if field.choices else "yes|no"
-        flag = field.request_field.rpartition(".")[2]
-        name = f"--{flag.replace('_', '-')}" if flag else f"({field.name})"
+        keyword = field.request_field.rpartition(".")[2]
+        name = flag(keyword) if keyword else f"({field.name})"
         if field.name.startswith("transforms."):
-            name = f"--transforms {flag}="
+            name = f"--transforms {keyword}="
         rule = f" ({field.constraint})" if field.constraint else ""
         values = [_shown(p.values[field.name]) for p in presets]
         rows.append([name, field.type, allowed, *values, field.help + rule])
@@ -459,16 +459,15 @@ def _add_option_flags(group: argparse._ArgumentGroup) -> None:
     for name, option in OPTIONS.items():
         if name in _FIXED_OPTIONS:
             continue
-        flag = "--" + name.replace("_", "-")
         if name in _TEXT_OPTIONS:
-            group.add_argument(flag, metavar="OBJECTIVE", help=option.help)
+            group.add_argument(flag(name), metavar="OBJECTIVE", help=option.help)
         elif option.enum is not None:
-            group.add_argument(flag, choices=option.choices, help=option.help)
+            group.add_argument(flag(name), choices=option.choices, help=option.help)
         elif option.type is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=option.help)
+            group.add_argument(flag(name), action=argparse.BooleanOptionalAction, help=option.help)
         else:
             parse = _argument_type(option.parse) if option.parse else option.type
-            group.add_argument(flag, type=parse, help=option.help)
+            group.add_argument(flag(name), type=parse, help=option.help)
 
 
 def _positive(text: str) -> int:

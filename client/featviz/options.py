@@ -4,8 +4,8 @@ CLI flags, so that the SDK's keywords and the CLI's flags cannot drift apart.
 Values are only type-checked here; their ranges are the server's business (it knows its limits
 and answers INVALID_ARGUMENT naming the field). The server describes every recipe field, its
 range and each preset's value (`Client.describe_model().recipe_fields`, `featviz describe
---options`); each option here starts its help with the server's (tests/test_recipe_schema.py
-holds the two together).
+--options`). An option that sets a request field as it is takes its help from the contract
+(`featviz.contract`), as the server's description does.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 
 from featviz import enums
+from featviz.contract import field_help
 from featviz.objectives import Objective
 from featviz.v1 import featviz_pb2
 
@@ -91,11 +92,16 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"{text.strip()!r} is not yes or no")
 
 
+def _described(type: type, path: str, enum: EnumTypeWrapper | None = None) -> Option:
+    """The option that sets request field `path`, with the contract's help for it."""
+    return Option(type, path, field_help(featviz_pb2.MaximizeRequest.DESCRIPTOR, path), enum)
+
+
 OPTIONS: dict[str, Option] = {
-    "size": Option(int, "size", "image height and width in pixels (default: the preset's)"),
-    "steps": Option(int, "steps", "optimization steps (default: the preset's)"),
-    "preset": Option(str, "preset", "recipe that the other options override", featviz_pb2.Preset),
-    "seed": Option(int, "seed", "seed of the random streams (same seed, same image)"),
+    "size": _described(int, "size"),
+    "steps": _described(int, "steps"),
+    "preset": _described(str, "preset", featviz_pb2.Preset),
+    "seed": _described(int, "seed"),
     "objective": Option(
         str,
         "objective.kind",
@@ -122,42 +128,28 @@ OPTIONS: dict[str, Option] = {
     "neuron": Option(
         tuple, "objective.neuron", "neuron position X,Y in the layer's output", parse=parse_pair
     ),
-    "negate": Option(bool, "objective.negate", "minimize instead of maximize"),
-    "diversity": Option(float, "objective.diversity", "weight of the diversity penalty"),
-    "images_per_channel": Option(int, "images_per_channel", "images per channel (seed, seed+1..)"),
-    "preview_every": Option(int, "preview_every", "send a preview every this many steps"),
-    "preview_size": Option(int, "preview_size", "downscale previews to at most this many pixels"),
+    "negate": _described(bool, "objective.negate"),
+    "diversity": _described(float, "objective.diversity"),
+    "images_per_channel": _described(int, "images_per_channel"),
+    "preview_every": _described(int, "preview_every"),
+    "preview_size": _described(int, "preview_size"),
     "preview_images": Option(bool, "no_preview_images", "send preview images with progress"),
-    "parameterization": Option(
-        str,
-        "options.parameterization",
-        "image representation: raw pixels, or Lucid's 1/f Fourier spectrum",
-        featviz_pb2.Parameterization,
-    ),
-    "decorrelate": Option(bool, "options.decorrelate", "decorrelate colour"),
-    "optimizer": Option(
-        str,
-        "options.optimizer",
-        "update rule: Adam, or plain ascent on the gradient over its RMS",
-        featviz_pb2.Optimizer,
-    ),
-    "learning_rate": Option(float, "options.learning_rate", "learning rate or step size"),
+    "parameterization": _described(str, "options.parameterization", featviz_pb2.Parameterization),
+    "decorrelate": _described(bool, "options.decorrelate"),
+    "optimizer": _described(str, "options.optimizer", featviz_pb2.Optimizer),
+    "learning_rate": _described(float, "options.learning_rate"),
     "transforms": Option(
         Mapping,
         "options.transforms",
         f"augmentations: 'none', or KEY=VALUE,... of {', '.join(TRANSFORM_TYPES)} (the others off)",
         parse=parse_transforms,
     ),
-    "l1": Option(float, "options.l1", "weight of the L1 penalty"),
-    "l2": Option(float, "options.l2", "weight of the L2 penalty"),
-    "total_variation": Option(float, "options.total_variation", "weight of the TV penalty"),
-    "blur_every": Option(
-        int, "options.blur_every", "blur the image every this many steps (0: never)"
-    ),
-    "blur_sigma": Option(float, "options.blur_sigma", "standard deviation of that blur, in pixels"),
-    "redirect_relu_steps": Option(
-        int, "options.redirect_relu_steps", "steps with gradient through inactive ReLUs"
-    ),
+    "l1": _described(float, "options.l1"),
+    "l2": _described(float, "options.l2"),
+    "total_variation": _described(float, "options.total_variation"),
+    "blur_every": _described(int, "options.blur_every"),
+    "blur_sigma": _described(float, "options.blur_sigma"),
+    "redirect_relu_steps": _described(int, "options.redirect_relu_steps"),
 }
 
 
@@ -190,6 +182,11 @@ class MaximizeOptions(TypedDict, total=False):
     blur_every: int
     blur_sigma: float
     redirect_relu_steps: int
+
+
+def flag(name: str) -> str:
+    """The CLI flag of keyword `name`, e.g. "--images-per-channel"."""
+    return "--" + name.replace("_", "-")
 
 
 def check_keywords(given: Iterable[str], allowed: Collection[str], where: str) -> None:

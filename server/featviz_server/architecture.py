@@ -8,6 +8,7 @@ the service all read one table and check one set of rules.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -121,6 +122,12 @@ def check_channel(layer: Layer, channel: int, field: str) -> None:
         raise ValueError(
             f"{field}: {channel} is not a {layer.name} channel (0..{layer.channels - 1})"
         )
+
+
+def check_channels(layer: Layer, channels: Iterable[int], field: str = "channels") -> None:
+    """`check_channel` for each of `channels`, naming the first bad one "`field`[i]"."""
+    for i, channel in enumerate(channels):
+        check_channel(layer, channel, f"{field}[{i}]")
 
 
 def check_position(layer: Layer, position: tuple[int, int], size: int, field: str) -> None:

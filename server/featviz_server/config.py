@@ -140,7 +140,7 @@ class Settings:
         environ = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
-            raw = environ.get(f"FEATVIZ_{f.name.upper()}")
+            raw = environ.get(variable(f.name))
             if raw is not None:
                 values[f.name] = _parse(f.name, _field_type(f.name), raw)
         return cls(**values)
@@ -149,6 +149,18 @@ class Settings:
         """These settings overridden by the flags given on the command line."""
         given = {f.name: getattr(args, f.name) for f in fields(self)}
         return replace(self, **{name: v for name, v in given.items() if v is not None})
+
+
+def variable(name: str) -> str:
+    """The environment variable of setting `name`, e.g. FEATVIZ_MAX_STEPS."""
+    return f"FEATVIZ_{name.upper()}"
+
+
+def flag_help(name: str) -> str:
+    """The help of setting `name`'s flag: what it does, its variable and its default."""
+    default = next(f.default for f in fields(Settings) if f.name == name)
+    shown = "" if default in (MISSING, None) else f"; default {default}"
+    return f"{HELP[name]} [env {variable(name)}{shown}]"
 
 
 def _field_type(name: str) -> type:
@@ -165,22 +177,18 @@ _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "
 def _parse(name: str, kind: type, raw: str) -> object:
     if kind is bool:
         if raw.strip().lower() not in _BOOLEANS:
-            raise SettingsError(f"FEATVIZ_{name.upper()}: {raw!r} is not one of 1, 0, true, false")
+            raise SettingsError(f"{variable(name)}: {raw!r} is not one of 1, 0, true, false")
         return _BOOLEANS[raw.strip().lower()]
     try:
         return kind(raw)
     except ValueError:
-        raise SettingsError(
-            f"FEATVIZ_{name.upper()}: {raw!r} is not a valid {kind.__name__}"
-        ) from None
+        raise SettingsError(f"{variable(name)}: {raw!r} is not a valid {kind.__name__}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One `--flag` per Settings field; unset flags stay None so the environment still counts."""
     for f in fields(Settings):
-        default = "" if f.default in (MISSING, None) else f"; default {f.default}"
-        flag, kind = f"--{f.name.replace('_', '-')}", _field_type(f.name)
-        help = f"{HELP[f.name]} [env FEATVIZ_{f.name.upper()}{default}]"
+        flag, kind, help = f"--{f.name.replace('_', '-')}", _field_type(f.name), flag_help(f.name)
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
         else:

@@ -15,8 +15,15 @@ from torch import nn
 from .architecture import LAYERS, layer_index, layer_named
 from .weights import Tensors, Weights
 
+# The public input, as DescribeModel and the ONNX export state it.
+CHANNEL_ORDER, LAYOUT = "RGB", "NCHW"
+VALUE_MIN, VALUE_MAX = 0.0, 1.0
+INPUT = f"{CHANNEL_ORDER} float in [{VALUE_MIN:g}, {VALUE_MAX:g}], {LAYOUT}"
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-PREPROCESSING = "RGB [0,1] -> BGR, x255, minus mean (103.939, 116.779, 123.68) (Caffe)"
+PREPROCESSING = (
+    f"{CHANNEL_ORDER} [{VALUE_MIN:g},{VALUE_MAX:g}] -> BGR, x255, minus mean {CAFFE_MEAN_BGR} "
+    "(Caffe)"
+)
 
 
 class CaffePreprocess(nn.Module):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .architecture import LAYERS, MIN_INPUT_SIZE, MODEL_NAME
-from .model import PREPROCESSING, VGG16
+from .model import INPUT, PREPROCESSING, VGG16
 from .weights import atomic_path, file_sha256, tensors_sha256
 
 EXPORT_FILE = f"{MODEL_NAME}_featviz.onnx"
@@ -121,7 +121,7 @@ def _build(model: VGG16, destination: Path, weights_sha256: str) -> None:
     except Exception as error:  # the exporter raises many types
         raise OnnxExportError(f"the ONNX export failed: {error}") from error
     program.model.doc_string = (
-        f"ImageNet VGG16 conv base. Input `{INPUT_NAME}`: RGB float in [0, 1], NCHW, "
+        f"ImageNet VGG16 conv base. Input `{INPUT_NAME}`: {INPUT}, "
         f"at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; preprocessing included ({PREPROCESSING}). "
         "One output per layer, named like Keras' layers; conv outputs are post-ReLU."
     )

@@ -23,6 +23,7 @@ TermKind = Literal["channel", "neuron", "direction", "l1", "l2", "total_variatio
 StopReason = Literal["step_limit", "converged"]
 PENALTIES: tuple[TermKind, ...] = ("l1", "l2", "total_variation")  # terms on the input image
 UNITS: tuple[TermKind, ...] = ("channel", "neuron", "direction")  # what the activation measures
+MAX_WEIGHT = 1000.0  # the largest learning rate, and weight of a loss term, that a request gives
 
 
 Bound = float | str | None  # a number; a limit or another field's name, optionally "/2"; none
@@ -30,22 +31,28 @@ Bound = float | str | None  # a number; a limit or another field's name, optiona
 
 @dataclass(frozen=True)
 class Spec:
-    """What one recipe field is, for validation, presets and DescribeModel (`schema`): one line
-    of help, its allowed range (inclusive; a bound may name a server limit such as "max_size" or
-    another field such as "steps", optionally halved: "size/2"), the request field that
-    overrides it ("" when only presets set it) and any rule that involves other fields."""
+    """What one recipe field is, for validation, presets and DescribeModel (`schema`): its allowed
+    range (inclusive; a bound may name a server limit, schema.LIMIT_NAMES, or another field such
+    as "steps", optionally halved: "size/2"); the request field that overrides it, whose comment
+    in the contract describes it, or, for a field only presets set, one line of help; and any
+    rule that involves other fields."""
 
-    help: str
     low: Bound = None
     high: Bound = None
     request: str = ""
+    help: str = ""
     constraint: str = ""
 
+    def __post_init__(self) -> None:
+        if bool(self.request) == bool(self.help):
+            raise TypeError("give a field the request field that sets it, or else its help")
 
-def option(help: str, low: Bound = None, high: Bound = None, **details: Any) -> Any:
-    """A Recipe (or Transforms) field with its Spec; `details`: request, constraint, default."""
+
+def option(low: Bound = None, high: Bound = None, **details: Any) -> Any:
+    """A Recipe (or Transforms) field with its Spec; `details`: request or help, constraint,
+    default."""
     default = details.pop("default", MISSING)
-    return field(default=default, metadata={"spec": Spec(help, low, high, **details)})
+    return field(default=default, metadata={"spec": Spec(low, high, **details)})
 
 
 # The declarative table of every recipe field: the two dataclasses below, one `option` each.
@@ -56,154 +63,82 @@ def option(help: str, low: Bound = None, high: Bound = None, **details: Any) -> 
 class Transforms:
     """Random augmentations applied before each forward pass (Lucid's standard set by default)."""
 
-    pad: int = option(
-        "constant grey padding on each side, in pixels",
-        0,
-        "size/2",
-        request="options.transforms.pad",
-        default=12,
-    )
-    jitter: int = option(
-        "random translation before scaling and rotation, by up to half this many pixels each "
-        "way (8: up to 4 px)",
-        0,
-        "size",
-        request="options.transforms.jitter",
-        default=8,
-    )
+    pad: int = option(0, "size/2", request="options.transforms.pad", default=12)
+    jitter: int = option(0, "size", request="options.transforms.jitter", default=8)
     scale_min: float = option(
-        "smallest random scale factor (1: none)",
         0.1,
         10.0,
         request="options.transforms.scale_min",
         constraint="at most scale_max",
         default=0.9,
     )
-    scale_max: float = option(
-        "largest random scale factor",
-        0.1,
-        10.0,
-        request="options.transforms.scale_max",
-        default=1.1,
-    )
+    scale_max: float = option(0.1, 10.0, request="options.transforms.scale_max", default=1.1)
     rotate_degrees: float = option(
-        "random rotation in [-degrees, +degrees]",
-        0.0,
-        180.0,
-        request="options.transforms.rotate_degrees",
-        default=10.0,
+        0.0, 180.0, request="options.transforms.rotate_degrees", default=10.0
     )
-    final_jitter: int = option(
-        "random translation after scaling and rotation, by up to half this many pixels each way",
-        0,
-        "size/2",
-        request="options.transforms.final_jitter",
-        default=4,
-    )
-    reflect: bool = option(
-        "fill what a view shows from outside the image with its mirror image (else grey)",
-        request="options.transforms.reflect",
-        default=False,
-    )
-    blur: float = option(
-        "blur each view by a Gaussian of sigma ~ U(0, blur) pixels: no score for detail that "
-        "only counts at the exact pixels (0: no blur)",
-        0.0,
-        10.0,
-        request="options.transforms.blur",
-        default=0.0,
-    )
+    final_jitter: int = option(0, "size/2", request="options.transforms.final_jitter", default=4)
+    reflect: bool = option(request="options.transforms.reflect", default=False)
+    blur: float = option(0.0, 10.0, request="options.transforms.blur", default=0.0)
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Every hyper-parameter of one optimization; presets are named Recipes."""
 
-    size: int = option(
-        "image height and width in pixels", MIN_INPUT_SIZE, "max_size", request="size"
-    )
-    steps: int = option("optimization steps", 1, "max_steps", request="steps")
-    parameterization: ParameterizationName = option(
-        "image representation: raw pixels, or Lucid's 1/f Fourier spectrum",
-        request="options.parameterization",
-    )
-    decorrelate: bool = option("decorrelate colour", request="options.decorrelate")
-    optimizer: OptimizerName = option(
-        "update rule: Adam, or plain ascent on the gradient over its RMS",
-        request="options.optimizer",
-    )
-    learning_rate: float = option(
-        "learning rate or step size", 1e-6, 1000.0, request="options.learning_rate"
-    )
-    transforms: Transforms | None = option(
-        "augmentations before each forward pass (none: no augmentation)",
-        request="options.transforms",
-    )
-    l1: float = option("weight of the L1 penalty", 0.0, 1000.0, request="options.l1", default=0.0)
-    l2: float = option("weight of the L2 penalty", 0.0, 1000.0, request="options.l2", default=0.0)
-    total_variation: float = option(
-        "weight of the TV penalty", 0.0, 1000.0, request="options.total_variation", default=0.0
-    )
-    blur_every: int = option(
-        "blur the image every this many steps (0: never)",
-        0,
-        "max_steps",
-        request="options.blur_every",
-        default=0,
-    )
-    blur_sigma: float = option(
-        "standard deviation of that blur, in pixels",
-        1e-3,
-        10.0,
-        request="options.blur_sigma",
-        default=0.5,
-    )
+    size: int = option(MIN_INPUT_SIZE, "max_size", request="size")
+    steps: int = option(1, "max_steps", request="steps")
+    parameterization: ParameterizationName = option(request="options.parameterization")
+    decorrelate: bool = option(request="options.decorrelate")
+    optimizer: OptimizerName = option(request="options.optimizer")
+    learning_rate: float = option(1e-6, MAX_WEIGHT, request="options.learning_rate")
+    transforms: Transforms | None = option(request="options.transforms")
+    l1: float = option(0.0, MAX_WEIGHT, request="options.l1", default=0.0)
+    l2: float = option(0.0, MAX_WEIGHT, request="options.l2", default=0.0)
+    total_variation: float = option(0.0, MAX_WEIGHT, request="options.total_variation", default=0.0)
+    blur_every: int = option(0, "max_steps", request="options.blur_every", default=0)
+    blur_sigma: float = option(1e-3, 10.0, request="options.blur_sigma", default=0.5)
     redirect_relu_steps: int = option(
-        "steps with gradient through inactive ReLUs",
-        0,
-        "max_steps",
-        request="options.redirect_relu_steps",
-        default=0,
+        0, "max_steps", request="options.redirect_relu_steps", default=0
     )
     value_range: ValueRangeName = option(
-        "sigmoid: images squashed into [0, 1] (Lucid); raw: unbounded pixels in 0-255 units from "
-        "grey 128 + U(0, 20) (the classic method)",
+        help="sigmoid: images squashed into [0, 1] (Lucid); raw: unbounded pixels in 0-255 units "
+        "from grey 128 + U(0, 20) (the classic method)",
         constraint="raw needs the pixel parameterization",
         default="sigmoid",
     )
     display: DisplayName = option(
-        "how the image becomes 8-bit: clip to [0, 1], or Chollet's standardize (zero mean, std "
-        "0.1 around grey, clip)",
+        help="how the image becomes 8-bit: clip to [0, 1], or Chollet's standardize (zero mean, "
+        "std 0.1 around grey, clip)",
         default="clip",
     )
     learning_rate_decay: DecayName = option(
-        "learning-rate schedule: constant, or cosine decay to 0", default="constant"
+        help="learning-rate schedule: constant, or cosine decay to 0", default="constant"
     )
     adam_epsilon: float = option(
-        "Adam's epsilon as a multiple of the image's root mean square of Adam's denominator: a "
-        "coefficient whose gradient is weak for its image moves in proportion to it, not a "
-        "full step (0: Adam's own, 1e-8)",
         0.0,
         10.0,
+        help="Adam's epsilon as a multiple of the image's root mean square of Adam's denominator: "
+        "a coefficient whose gradient is weak for its image moves in proportion to it, not a "
+        "full step (0: Adam's own, 1e-8)",
         default=0.0,
     )
     transforms_until: float = option(
-        "fraction of the steps that use the transforms; the rest optimize the plain image",
         0.0,
         1.0,
+        help="fraction of the steps that use the transforms; the rest optimize the plain image",
         default=1.0,
     )
     stop_window: int = option(
-        "stop once no image's smoothed objective (an average over about this many steps) has "
-        "gained more than stop_tolerance for this many steps (0: run every step)",
         0,
         "max_steps",
+        help="stop once no image's smoothed objective (an average over about this many steps) "
+        "has gained more than stop_tolerance for this many steps (0: run every step)",
         default=0,
     )
     stop_tolerance: float = option(
-        "relative gain of the smoothed objective that counts as improving",
         0.0,
         1.0,
+        help="relative gain of the smoothed objective that counts as improving",
         default=0.01,
     )
 

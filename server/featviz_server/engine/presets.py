@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from ..architecture import CONV_LAYERS, multiply_adds
 from . import schema
 from .job import Recipe, Transforms
 
-LUCID_TRANSFORMS = Transforms()  # pad 12, jitter 8, scale 0.9-1.1, rotate ±10°, jitter 4
+LUCID_TRANSFORMS = Transforms()  # Transforms' defaults are Lucid's standard set
 
 PRESETS: dict[str, Recipe] = {
     # Chollet's Keras-blog / course method, exactly: grey + noise in 0-255 units, gradient over
@@ -44,8 +43,7 @@ PRESETS: dict[str, Recipe] = {
 # at most 96 steps at the deepest layer (more at shallower ones: STEP_BUDGETS), with an Adam
 # epsilon relative to each image's gradients, so that coefficients with weak gradients (detail
 # the views hardly show) do not take full steps; the run stops sooner by itself once every
-# image's smoothed objective stops improving. docs/engine.md says what was tried and what each
-# gave.
+# image's smoothed objective stops improving. docs/engine.md compares the alternatives.
 PRESETS["fast"] = dataclasses.replace(
     PRESETS["lucid"],
     steps=96,
@@ -63,17 +61,18 @@ DEFAULT_PRESET = "fast"
 # compute buys, up to this multiple of them. A request that gives `steps` runs that many.
 STEP_BUDGETS: dict[str, float] = {"fast": 2.0}
 
+_classic, _lucid, _fast = PRESETS["classic"], PRESETS["lucid"], PRESETS["fast"]
 DESCRIPTIONS = {
-    "classic": "the course / Keras-blog method: 128 px grey + noise, gradient / RMS, step 1, "
-    "40 steps",
+    "classic": f"the course / Keras-blog method: {_classic.size} px grey + noise, gradient / RMS, "
+    f"step {_classic.learning_rate:g}, {_classic.steps} steps",
     "lucid": "Lucid's render_vis defaults: Fourier + decorrelated colour, pad/jitter/scale/rotate, "
-    "Adam(0.05), 512 steps",
+    f"Adam({_lucid.learning_rate:g}), {_lucid.steps} steps",
     "fast": "Fourier parameterization with decorrelated colour, blurred views with a mirrored "
     "margin on every step, a high cosine-decayed learning rate and an epsilon relative to each "
-    f"image's gradients, at most {PRESETS['fast'].steps} "
-    f"steps at {CONV_LAYERS[-1].name} and as many more at a shallower layer as its cheaper steps "
-    f"buy (up to {round(PRESETS['fast'].steps * STEP_BUDGETS['fast'])}), stopping early once the "
-    "objective stops improving",
+    f"image's gradients, at most {_fast.steps} steps at {CONV_LAYERS[-1].name} and as many more "
+    "at a shallower layer as its cheaper steps buy (up to "
+    f"{round(_fast.steps * STEP_BUDGETS['fast'])}), stopping early once the objective stops "
+    "improving",
 }
 for _preset in PRESETS.values():
     schema.check(_preset)
@@ -100,7 +99,7 @@ def recipe(
             f"{unknown[0]}: unknown recipe field (known: {', '.join(sorted(_FIELDS))})"
         )
     if layer is not None and "steps" not in overrides:
-        most = (limits or {}).get("max_steps", math.inf)
+        most = schema.bounds(schema.BY_NAME["steps"], limits or {})[1]
         budgeted = budgeted_steps(preset, layer)
         overrides["steps"] = max(PRESETS[preset].steps, min(budgeted, most))
     return schema.check(dataclasses.replace(PRESETS[preset], **overrides), limits)

@@ -8,15 +8,17 @@ import math
 
 import torch
 
+from .transforms import GREY
+
 
 def l1(images: torch.Tensor) -> torch.Tensor:
     """Mean absolute deviation from grey, per image."""
-    return (images - 0.5).abs().mean((1, 2, 3))
+    return (images - GREY).abs().mean((1, 2, 3))
 
 
 def l2(images: torch.Tensor) -> torch.Tensor:
     """Mean squared deviation from grey, per image."""
-    return (images - 0.5).square().mean((1, 2, 3))
+    return (images - GREY).square().mean((1, 2, 3))
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
@@ -26,7 +28,7 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
-PENALTIES = {"l1": l1, "l2": l2, "total_variation": total_variation}
+PENALTIES = {"l1": l1, "l2": l2, "total_variation": total_variation}  # job.PENALTIES' functions
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,13 @@ from typing import get_args
 
 import torch
 
-from ..architecture import LAYERS_BY_NAME, check_channel, check_position, layer_named
+from ..architecture import (
+    LAYERS_BY_NAME,
+    check_channel,
+    check_channels,
+    check_position,
+    layer_named,
+)
 from ..model import VGG16
 from . import device as devices
 from . import schema
@@ -63,8 +69,7 @@ def _validate_layer_and_channels(job: Job) -> None:
     layer = layer_named(job.layer)
     if not job.channels:
         raise ValueError("channels: at least one channel is required")
-    for i, channel in enumerate(job.channels):
-        check_channel(layer, channel, f"channels[{i}]")
+    check_channels(layer, job.channels)
     if job.objective.neuron is not None:
         check_position(layer, job.objective.neuron, job.recipe.size, "objective.neuron")
 

@@ -1,10 +1,11 @@
 """The recipe's schema, read from its one declarative table (`job.Recipe` and `job.Transforms`,
 one `option(...)` per field): every field flattened ("transforms.pad"), with its type, choices,
-range, help and request field; `check`, the one place that validates a recipe (ranges against
-the server's limits, and the rules between fields); and what DescribeModel serves.
+range and the request field that sets it (or, set only by presets, its help); `check`, the one
+place that validates a recipe (ranges against the server's limits, and the rules between
+fields); and what DescribeModel serves.
 
 A new numeric option is one `option(...)` line in `job.Recipe` plus its use in the engine (and,
-to set it per request, its field in the proto's MaximizeOptions).
+to set it per request, its field in the proto's MaximizeOptions, whose comment describes it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any, Literal
 from .job import Bound, Recipe, Spec, Transforms
 
 FieldType = Literal["int", "float", "bool", "choice"]
-Limits = Mapping[str, float]  # the server's limits by name, e.g. {"max_size": 512}
+LIMIT_NAMES = ("max_size", "max_steps")  # the server limits that a field's bound may name
+Limits = Mapping[str, float]  # the server's limits by name (LIMIT_NAMES), e.g. {"max_size": 512}
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def _fields(cls: type, prefix: str = "") -> Iterator[Field]:
     for f in dataclasses.fields(cls):
         spec = f.metadata.get("spec")
         if spec is None:
-            raise TypeError(f"{cls.__name__}.{f.name} has no option(...): give its help and range")
+            raise TypeError(f"{cls.__name__}.{f.name} has no option(...): give its range")
         hint = hints[f.name]
         if hint == Transforms | None:
             yield from _fields(Transforms, "transforms.")
@@ -62,6 +64,26 @@ def _fields(cls: type, prefix: str = "") -> Iterator[Field]:
 
 FIELDS: tuple[Field, ...] = tuple(_fields(Recipe))
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+
+
+def _check_bound_names() -> None:
+    """Every bound given by name names a limit or a field, optionally divided by a whole number
+    ("size/2"): an unknown name would leave the field unbounded."""
+    for f in FIELDS:
+        for bound in (f.spec.low, f.spec.high):
+            if not isinstance(bound, str):
+                continue
+            name, slash, divisor = bound.partition("/")
+            known = name in LIMIT_NAMES or name in BY_NAME
+            if not known or (slash and not divisor.isdigit()):
+                raise TypeError(
+                    f"{f.name}: bound {bound!r} names no limit ({', '.join(LIMIT_NAMES)}) "
+                    "or field, optionally /N"
+                )
+
+
+_check_bound_names()
+
 IDENTITY_TRANSFORMS = Transforms(pad=0, jitter=0, scale_min=1.0, scale_max=1.0, rotate_degrees=0.0,
                                  final_jitter=0)  # fmt: skip
 
@@ -78,6 +100,9 @@ def check(recipe: Recipe, limits: Limits | None = None) -> Recipe:
     """`recipe` itself, or OptionError naming the first field out of its range or breaking a rule
     (`limits` give the bounds that name server limits; unbounded when absent)."""
     limits = limits or {}
+    unknown = set(limits) - set(LIMIT_NAMES)
+    if unknown:
+        raise ValueError(f"unknown limits {sorted(unknown)}; known: {', '.join(LIMIT_NAMES)}")
     for f in FIELDS:
         if f.name.startswith("transforms.") and recipe.transforms is None:
             continue
@@ -131,10 +156,8 @@ def _resolve(bound: Bound, recipe: Recipe | None, limits: Limits) -> float | Non
     if bound is None or isinstance(bound, (int, float)):
         return bound
     name, _, divisor = bound.partition("/")
-    if name in limits:
-        base: float | None = limits[name]
-    elif name not in BY_NAME:  # a limit this caller does not impose
-        base = None
+    if name in LIMIT_NAMES:
+        base: float | None = limits.get(name)  # None: a limit this caller does not impose
     elif recipe is not None:
         base = getattr(recipe, name)
     else:

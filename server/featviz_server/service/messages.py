@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from featviz import enums
+from featviz.contract import field_help
 from featviz.v1 import featviz_pb2 as pb
 
 from .. import engine
@@ -23,15 +24,13 @@ from ..architecture import MIN_INPUT_SIZE, MODEL_NAME, TOTAL_PARAMETERS, geometr
 from ..config import Settings
 from ..engine import schema
 from ..exemplars import Exemplar
-from ..model import PREPROCESSING
+from ..model import CHANNEL_ORDER, LAYOUT, PREPROCESSING, VALUE_MAX, VALUE_MIN
 from ..weights import Weights
 from . import validation
 from .exemplar_search import ChannelExemplars, ExemplarEvent, ExemplarsDone
 from .validation import MAX_INIT_IMAGE_BYTES
 
 MESSAGE_BUDGET = 3 * 1024 * 1024
-LAYER_KINDS = {"conv": pb.LAYER_KIND_CONV, "pool": pb.LAYER_KIND_POOL}
-STOP_REASONS = {"step_limit": pb.STOP_REASON_STEP_LIMIT, "converged": pb.STOP_REASON_CONVERGED}
 # Previews favour speed (they are many and transient); final images favour size.
 PREVIEW_COMPRESSION, FINAL_COMPRESSION = 1, 6
 
@@ -44,7 +43,7 @@ def describe(
     layers = [
         pb.LayerInfo(
             name=g.layer.name,
-            kind=LAYER_KINDS[g.layer.kind],
+            kind=enums.value(pb.LayerKind, g.layer.kind),
             channels=g.layer.channels,
             parameters=g.layer.parameters,
             output_height=g.output_height,
@@ -58,10 +57,10 @@ def describe(
         model_name=MODEL_NAME,
         weights=pb.WeightsInfo(source=weights.source, sha256=weights.sha256),
         input=pb.InputSpec(
-            channel_order="RGB",
-            layout="NCHW",
-            value_min=0.0,
-            value_max=1.0,
+            channel_order=CHANNEL_ORDER,
+            layout=LAYOUT,
+            value_min=VALUE_MIN,
+            value_max=VALUE_MAX,
             preprocessing=PREPROCESSING,
             min_size=MIN_INPUT_SIZE,
             max_size=settings.max_size,
@@ -90,20 +89,12 @@ def describe(
     )
 
 
-FIELD_TYPES = {
-    "int": pb.RECIPE_FIELD_TYPE_INT,
-    "float": pb.RECIPE_FIELD_TYPE_FLOAT,
-    "bool": pb.RECIPE_FIELD_TYPE_BOOL,
-    "choice": pb.RECIPE_FIELD_TYPE_CHOICE,
-}
-
-
 def _recipe_field(field: schema.Field, settings: Settings) -> pb.RecipeField:
     low, high = schema.bounds(field, validation.limits(settings))
     return pb.RecipeField(
         name=field.name,
-        help=field.spec.help,
-        type=FIELD_TYPES[field.type],
+        help=field.spec.help or field_help(pb.MaximizeRequest.DESCRIPTOR, field.spec.request),
+        type=enums.value(pb.RecipeFieldType, field.type),
         minimum=low,
         maximum=high,
         choices=field.choices,
@@ -165,7 +156,7 @@ def final(
         cached=cached,
         robust_activation=result.robust_activation,
         saturated_fraction=result.saturated_fraction,
-        stop_reason=STOP_REASONS[result.stop_reason],
+        stop_reason=enums.value(pb.StopReason, result.stop_reason),
     )
     return [*messages, pb.MaximizeResponse(summary=summary)]
 

@@ -29,14 +29,13 @@ from ..architecture import (
     LAYERS_BY_NAME,
     MIN_INPUT_SIZE,
     Layer,
-    check_channel,
-    check_position,
+    check_channels,
     layer_geometry,
     layer_named,
 )
 from ..config import Settings
 from ..engine import schema
-from ..engine.job import ObjectiveKind, TermKind
+from ..engine.job import MAX_WEIGHT, ObjectiveKind, TermKind
 from ..exemplars import MAX_EXEMPLARS
 
 DEFAULT_DESCRIBE_SIZE = 224
@@ -44,11 +43,11 @@ UINT64_MAX = 2**64 - 1
 DEFAULT_EXEMPLARS = 8
 
 # The recipe's ranges are in its schema (engine.schema); this one is the request's own.
-DIVERSITY = (0.0, 1000.0)
+DIVERSITY = (0.0, MAX_WEIGHT)
 # The largest InitImage.data: a 1024 x 1024 RGB PNG of noise is ~3.1 MB; gRPC's limit is 4 MiB.
 MAX_INIT_IMAGE_BYTES = 3_500_000
 MAX_INIT_IMAGE_SIDE = 4096  # pixels; larger pictures are refused before they are decoded
-KEEP_CLOSE = (0.0, 1000.0)
+KEEP_CLOSE = (0.0, MAX_WEIGHT)
 MIN_PREVIEW_SIZE = 8
 
 
@@ -94,6 +93,8 @@ def exemplar_query(request: pb.FindExemplarsRequest, settings: Settings) -> Exem
     reject_unknown_fields(request)
     layer = _layer(request.layer)
     channels = _channel_indices(request.channels, layer, settings)
+    with _field_errors():
+        check_channels(layer, channels)
     count = request.count or DEFAULT_EXEMPLARS
     _check_range("count", count, 1, MAX_EXEMPLARS, f"0 ({DEFAULT_EXEMPLARS}) or ")
     return ExemplarQuery(layer.name, channels, count)
@@ -134,6 +135,8 @@ def maximization(request: pb.MaximizeRequest, settings: Settings) -> Maximizatio
         images_per_channel=per_channel,
         init=_init_image(request, recipe.size),
     )
+    with _field_errors():
+        engine.validate(job)  # the engine's rules: channels and the neuron in range
     return _plan(request, job, settings)
 
 
@@ -266,16 +269,14 @@ def _expression(field: str, expression: pb.ObjectiveExpression) -> engine.Expres
 
 
 def _channel_indices(requested: Any, layer: Layer, settings: Settings) -> tuple[int, ...]:
-    """The requested channels of `layer`: at least one, each once, in range."""
+    """The requested channels of `layer`: at least one, at most the server's limit, each once
+    (whether each is one of the layer's is the domain's rule: `check_channels`)."""
     channels = tuple(requested)
     if not channels:
         raise InvalidArgument(
             "channels", f"give at least one channel of {layer.name} (0..{layer.channels - 1})"
         )
     _check_range("channels", len(channels), 1, settings.max_channels, what="channel count ")
-    with _field_errors():
-        for i, channel in enumerate(channels):
-            check_channel(layer, channel, f"channels[{i}]")
     if len(set(channels)) != len(channels):
         duplicate = next(c for c in channels if channels.count(c) > 1)
         raise InvalidArgument("channels", f"channel {duplicate} is listed twice")
@@ -284,7 +285,7 @@ def _channel_indices(requested: Any, layer: Layer, settings: Settings) -> tuple[
 
 def limits(settings: Settings) -> schema.Limits:
     """The server limits that bound recipe fields (schema bounds name them)."""
-    return {"max_size": settings.max_size, "max_steps": settings.max_steps}
+    return {name: getattr(settings, name) for name in schema.LIMIT_NAMES}
 
 
 def _recipe(
@@ -346,6 +347,8 @@ def _transforms(transforms: pb.Transforms) -> engine.Transforms | None:
 
 
 def _objective(objective: pb.Objective, layer: Layer, size: int) -> engine.Objective:
+    """The objective's fields, each fitting its kind; a neuron's missing coordinate is the
+    centre's (engine.validate checks that the position lies in the layer)."""
     kind = "channel"
     if objective.kind:
         kind = _word("objective.kind", pb.ObjectiveKind, objective.kind, get_args(ObjectiveKind))
@@ -361,8 +364,6 @@ def _objective(objective: pb.Objective, layer: Layer, size: int) -> engine.Objec
             objective.neuron_x if objective.HasField("neuron_x") else x,
             objective.neuron_y if objective.HasField("neuron_y") else y,
         )
-        with _field_errors():
-            check_position(layer, neuron, size, "objective.neuron")
     return engine.Objective(kind, neuron, objective.negate, diversity)
 
 
