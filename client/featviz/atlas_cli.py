@@ -23,7 +23,7 @@ DEFAULTS = Settings(
 def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="DIR", required=True, help="the site's folder")
     parser.add_argument(
-        "--layers", metavar="L1,L2", help="comma-separated layers (default: all 13 conv layers)"
+        "--layers", metavar="L1,L2", help="comma-separated layers (default: every conv layer)"
     )
     parser.add_argument(
         "--channels", metavar="CHANNELS", help="channels of every layer, e.g. 0-7 (default: all)"

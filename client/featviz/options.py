@@ -89,7 +89,7 @@ def parse_bool(text: str) -> bool:
         return True
     if word in ("no", "false", "off", "0"):
         return False
-    raise ValueError(f"{text.strip()!r} is not yes or no")
+    raise ValueError(f"{text.strip()!r} is not one of yes, no, true, false, on, off, 1, 0")
 
 
 def _described(type: type, path: str, enum: EnumTypeWrapper | None = None) -> Option:

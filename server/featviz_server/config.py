@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
+from featviz.options import parse_bool
+
 from .architecture import MIN_INPUT_SIZE
 from .weights import default_cache_dir
 
@@ -171,14 +173,12 @@ def _field_type(name: str) -> type:
     return hint
 
 
-_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-
-
 def _parse(name: str, kind: type, raw: str) -> object:
     if kind is bool:
-        if raw.strip().lower() not in _BOOLEANS:
-            raise SettingsError(f"{variable(name)}: {raw!r} is not one of 1, 0, true, false")
-        return _BOOLEANS[raw.strip().lower()]
+        try:
+            return parse_bool(raw)
+        except ValueError as error:
+            raise SettingsError(f"{variable(name)}: {error}") from None
     try:
         return kind(raw)
     except ValueError:
